@@ -1,0 +1,3 @@
+from vision_lightning.callbacks.prediction_writer import CsvSink, PredictionWriter
+
+__all__ = ["CsvSink", "PredictionWriter"]

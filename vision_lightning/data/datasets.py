@@ -1,0 +1,79 @@
+"""Indexable sources of (image, target, name) and the Dataset that transforms them into batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vision_lightning.data.synthetic import SyntheticShapes
+from vision_lightning.utils.images import read_image
+
+
+class SampleSource(Protocol):
+    def __len__(self) -> int: ...
+
+    def load(self, index: int) -> tuple[np.ndarray, Any, str]:
+        """(uint8 HxWxC image, target, name) of sample `index`."""
+        ...
+
+
+class FileSource:
+    """Images on disk, with one target per file (None when unknown, as in predict folders)."""
+
+    def __init__(self, paths: Sequence[str | Path], targets: Sequence[Any] | None, channels: int = 3) -> None:
+        self.paths = [str(p) for p in paths]
+        self.targets = list(targets) if targets is not None else [None] * len(self.paths)
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> tuple[np.ndarray, Any, str]:
+        return read_image(self.paths[index], self.channels), self.targets[index], self.paths[index]
+
+
+class SyntheticSource:
+    """Synthetic shapes, the shape being the class."""
+
+    def __init__(self, shapes: SyntheticShapes, name: str = "synthetic") -> None:
+        self.shapes, self.name = shapes, name
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def load(self, index: int) -> tuple[np.ndarray, Any, str]:
+        image, label, _ = self.shapes.sample(index)
+        return image, label, f"{self.name}/{index:06d}"
+
+
+class TransformedDataset(Dataset):
+    """A subset of a source, transformed into a dict batch item `{"image", <target_key>, "path"}`."""
+
+    def __init__(
+        self,
+        source: SampleSource,
+        indices: Sequence[int] | None = None,
+        transform: Callable | None = None,
+        target_key: str = "label",
+    ) -> None:
+        self.source = source
+        self.indices = list(range(len(source))) if indices is None else list(indices)
+        self.transform = transform
+        self.target_key = target_key
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, target, name = self.source.load(self.indices[index])
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        item: dict[str, Any] = {"image": image, "path": name}
+        if target is not None:
+            item[self.target_key] = torch.as_tensor(target)
+        return item

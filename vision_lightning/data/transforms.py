@@ -1,0 +1,52 @@
+"""Albumentations pipelines built from a few YAML numbers plus an optional list of augmentations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import albumentations as A
+from albumentations.pytorch import ToTensorV2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def channel_stats(values: Sequence[float] | None, channels: int) -> tuple[float, ...] | None:
+    """Mean/std for `channels`: RGB statistics are averaged for grayscale input."""
+    if values is None:
+        return None
+    values = tuple(float(v) for v in values)
+    if len(values) == channels:
+        return values
+    if len(values) == 3 and channels == 1:
+        return (sum(values) / 3,)
+    if len(values) == 1:
+        return values * channels
+    raise ValueError(f"mean/std have {len(values)} values but the images have {channels} channel(s)")
+
+
+def build_transform(
+    image_size: int | tuple[int, int],
+    resize: int | None = None,
+    augmentations: Sequence[A.BasicTransform] | None = None,
+    mean: Sequence[float] | None = IMAGENET_MEAN,
+    std: Sequence[float] | None = IMAGENET_STD,
+    channels: int = 3,
+) -> A.Compose:
+    """Resize (or shorter side to `resize`, then centre crop), augment, normalise, to a CHW tensor.
+
+    `mean`/`std` of None only scales pixels to [0, 1] (the seeds' MNIST/CIFAR `ToTensor()`).
+    """
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if resize:
+        steps: list = [A.SmallestMaxSize(max_size=resize), A.CenterCrop(height=height, width=width)]
+    else:
+        steps = [A.Resize(height=height, width=width)]
+    steps += list(augmentations or [])
+    mean, std = channel_stats(mean, channels), channel_stats(std, channels)
+    if mean is None or std is None:
+        steps.append(A.ToFloat(max_value=255.0))
+    else:
+        steps.append(A.Normalize(mean=mean, std=std, max_pixel_value=255.0))
+    steps.append(ToTensorV2())
+    return A.Compose(steps)

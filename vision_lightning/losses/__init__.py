@@ -1,0 +1,1 @@
+"""Losses shared by several tasks (feature / perceptual and Gram losses arrive with super-resolution)."""

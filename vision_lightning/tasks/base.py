@@ -1,0 +1,112 @@
+"""BaseTask: what every task shares. A task reads top to bottom: `configure_models`,
+`configure_losses`, `configure_metrics`, then its steps (the TorchGeo trainer layout).
+
+Every task splits its network into `backbone` and `head`. All parameter groups are created in
+`configure_optimizers`, frozen ones included: freezing only switches `requires_grad`, so
+schedulers, DDP and resume never see a group appear mid-run (Lightning #8720, #20340, #21901).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import lightning.pytorch as pl
+from torch import nn
+
+from vision_lightning.tasks.optimization import OptimizerName, SchedulerName, build_optimizer, build_scheduler
+from vision_lightning.utils.weights import check_compatible, strip_prefixes
+
+
+class BaseTask(pl.LightningModule):
+    backbone: nn.Module
+    head: nn.Module
+    #: the metric that checkpointing and plateau schedules follow
+    monitor: str = "val_loss"
+
+    def __init__(
+        self,
+        optimizer: OptimizerName = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        scheduler: SchedulerName | None = None,
+        scheduler_args: dict[str, Any] | None = None,
+        warmup_epochs: float = 0,
+        freeze_backbone: bool = False,
+    ) -> None:
+        super().__init__()
+        # Arguments given as ready modules (a backbone, say) are not hyperparameters: keep them
+        # aside for configure_models; everything else is saved so load_from_checkpoint(path) works.
+        frame = inspect.currentframe().f_back
+        self.init_modules = {
+            k: v for k, v in frame.f_locals.items() if isinstance(v, nn.Module) and k not in ("self", "__class__")
+        }
+        self.save_hyperparameters(ignore=list(self.init_modules), frame=frame)
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+        if freeze_backbone:
+            self.freeze_backbone()
+
+    def configure_models(self) -> None:
+        raise NotImplementedError
+
+    def configure_losses(self) -> None:
+        pass
+
+    def configure_metrics(self) -> None:
+        pass
+
+    # ---------------------------------------------------------------- freezing
+    @property
+    def backbone_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.backbone.parameters())
+
+    def freeze_backbone(self) -> None:
+        """Stop training the backbone: no gradients (its backward pass is skipped) and BatchNorm
+        statistics fixed, so it is an exact feature extractor."""
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
+
+    def unfreeze_backbone(self) -> None:
+        self.backbone.requires_grad_(True)
+        self.backbone.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.backbone_frozen:
+            self.backbone.eval()
+        return self
+
+    # ---------------------------------------------------------------- optimisation
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Named groups, frozen parameters included (the optimizer skips parameters without grads)."""
+        backbone_ids = {id(p) for p in self.backbone.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in backbone_ids]
+        return [
+            {"name": "backbone", "params": list(self.backbone.parameters())},
+            {"name": "head", "params": rest},
+        ]
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = [g for g in self.parameter_groups() if g["params"]]
+        optimizer = build_optimizer(groups, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.nesterov)
+        scheduler = build_scheduler(optimizer, hp.scheduler, hp.scheduler_args, self.trainer, hp.warmup_epochs, self.monitor)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
+
+    # ---------------------------------------------------------------- checkpoints
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another architecture with one sentence instead of torch's wall of keys."""
+        state_dict = strip_prefixes(checkpoint.get("state_dict", {}))
+        checkpoint["state_dict"] = state_dict
+        trained = checkpoint.get("hyper_parameters", {})
+        differences = [
+            f"{key}={trained[key]!r} (this model: {self.hparams[key]!r})"
+            for key in ("backbone", "arch", "encoder", "num_classes", "label_mode", "head")
+            if key in trained and key in self.hparams and trained[key] != self.hparams[key]
+        ]
+        source = "checkpoint" + (f" trained with {', '.join(differences)}" if differences else "")
+        check_compatible(self, state_dict, source, strict=self.strict_loading)

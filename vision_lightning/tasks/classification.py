@@ -1,0 +1,269 @@
+"""ClassifierModule: image classification with any backbone of the factory and four label modes.
+
+- `multiclass`: softmax over classes, cross entropy with label smoothing; accuracy, top-5, macro F1.
+- `binary`: one logit, BCE; accuracy, AUROC, F1 (seed 000 pneumothorax).
+- `multilabel`: one logit per class, BCE; accuracy, macro F1, macro AUROC.
+- `soft`: probability / one-hot rows, soft cross entropy (seed 000 plant pathology); accuracy,
+  macro F1 and one-vs-rest AUROC against the most likely class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import ConfusionMatrix, MetricCollection
+from torchmetrics.classification import (
+    Accuracy,
+    AUROC,
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryF1Score,
+    F1Score,
+    MultilabelAccuracy,
+    MultilabelAUROC,
+    MultilabelF1Score,
+)
+
+from vision_lightning.callbacks.prediction_writer import CsvSink
+from vision_lightning.models.factory import Cut, create_backbone
+from vision_lightning.models.heads import HeadName, build_head
+from vision_lightning.tasks.base import BaseTask
+from vision_lightning.tasks.optimization import OptimizerName, SchedulerName
+from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.loggers import log_image
+from vision_lightning.utils.visualize import GREEN, RED, captioned_grid, confusion_matrix_image, to_uint8_images
+
+LabelMode = Literal["multiclass", "binary", "multilabel", "soft"]
+
+
+def _feature_size(backbone: nn.Module, in_channels: int) -> int:
+    if hasattr(backbone, "num_features"):
+        return int(backbone.num_features)
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        features = backbone(torch.zeros(1, in_channels, 224, 224))
+    backbone.train(was_training)
+    if features.ndim != 2:
+        raise InputError(f"the backbone module returns {features.ndim}-D features; it must return pooled (N, C) features")
+    return features.shape[1]
+
+
+class ClassifierModule(BaseTask):
+    """Image classifier = backbone (by name or module) + head.
+
+    Args:
+        backbone: a name from `vision_lightning.models.available_backbones()` (classic nets,
+            torchvision, timm; `timm:` / `torchvision:` prefixes choose) or a ready `nn.Module`
+            returning pooled features (then `load_from_checkpoint` needs it passed again).
+        num_classes / class_names: linked from the data module by the CLI.
+        label_mode: multiclass, binary (one logit), multilabel or soft (label rows).
+        head: `linear`, or `mlp` (seed 000: BN-Dropout-Linear-ReLU-BN-Dropout-Linear, `head_hidden` wide).
+        cut: where a torchvision classifier is cut (see `create_backbone`).
+        pretrained / weights: ImageNet weights by download, or a local state dict for the backbone.
+        in_channels: 1 for grayscale input (linked from the data module's `channels`).
+        freeze_backbone: train the head only (seed 001's frozen VGG16 / MobileNetV2).
+        log_images: how many validation images to show in TensorBoard, titled true / predicted.
+    """
+
+    def __init__(
+        self,
+        backbone: str | nn.Module = "resnet18",
+        num_classes: int = 10,
+        class_names: list[str] | None = None,
+        label_mode: LabelMode = "multiclass",
+        head: HeadName = "linear",
+        head_hidden: int = 2048,
+        head_dropout: tuple[float, float] = (0.25, 0.5),
+        cut: Cut = "last",
+        pretrained: bool = False,
+        weights: str | None = None,
+        in_channels: int = 3,
+        label_smoothing: float = 0.0,
+        top_k: int = 5,
+        log_images: int = 16,
+        optimizer: OptimizerName = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        scheduler: SchedulerName | None = None,
+        scheduler_args: dict[str, Any] | None = None,
+        warmup_epochs: float = 0,
+        freeze_backbone: bool = False,
+    ) -> None:
+        if label_mode not in ("multiclass", "binary", "multilabel", "soft"):
+            raise InputError(f"label_mode must be multiclass, binary, multilabel or soft, got {label_mode!r}")
+        if num_classes < 2:
+            raise InputError(f"num_classes must be at least 2 (binary uses 2 classes and one logit), got {num_classes}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise InputError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
+        super().__init__(
+            optimizer, lr, weight_decay, momentum, nesterov, scheduler, scheduler_args, warmup_epochs, freeze_backbone
+        )
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)])
+
+    # ---------------------------------------------------------------- configure
+    def configure_models(self) -> None:
+        hp = self.hparams
+        if "backbone" in self.init_modules:
+            self.backbone = self.init_modules.pop("backbone")
+            num_features = _feature_size(self.backbone, hp.in_channels)
+        else:
+            self.backbone, num_features = create_backbone(hp.backbone, hp.pretrained, hp.in_channels, hp.cut, hp.weights)
+        outputs = 1 if hp.label_mode == "binary" else hp.num_classes
+        self.head = build_head(hp.head, num_features, outputs, hp.head_hidden, tuple(hp.head_dropout))
+
+    def configure_losses(self) -> None:
+        mode, smoothing = self.hparams.label_mode, self.hparams.label_smoothing
+        if mode in ("multiclass", "soft"):
+            self.loss_fn = nn.CrossEntropyLoss(label_smoothing=smoothing)  # takes ids or probability rows
+        else:
+            self.loss_fn = nn.BCEWithLogitsLoss()
+
+    def configure_metrics(self) -> None:
+        mode, n = self.hparams.label_mode, self.hparams.num_classes
+        if mode == "binary":
+            metrics = {"acc": BinaryAccuracy(), "auroc": BinaryAUROC(), "f1": BinaryF1Score()}
+        elif mode == "multilabel":
+            metrics = {
+                "acc": MultilabelAccuracy(n),
+                "f1_macro": MultilabelF1Score(n, average="macro"),
+                "auroc": MultilabelAUROC(n, average="macro"),
+            }
+        else:
+            metrics = {"acc": Accuracy(task="multiclass", num_classes=n), "f1_macro": F1Score(task="multiclass", num_classes=n, average="macro")}
+            if n > self.hparams.top_k:
+                metrics[f"top{self.hparams.top_k}_acc"] = Accuracy(task="multiclass", num_classes=n, top_k=self.hparams.top_k)
+            if mode == "soft":
+                metrics["auroc"] = AUROC(task="multiclass", num_classes=n, average="macro")
+        collection = MetricCollection(metrics)
+        self.train_metrics = collection.clone(prefix="train_")
+        self.val_metrics = collection.clone(prefix="val_")
+        self.test_metrics = collection.clone(prefix="test_")
+        self.val_confusion = (
+            ConfusionMatrix(task="multiclass", num_classes=n) if mode != "multilabel" else None
+        )
+        self._samples: dict[str, Tensor] = {}
+
+    # ---------------------------------------------------------------- forward and targets
+    def forward(self, images: Tensor) -> Tensor:
+        """Logits: (N, 1) for binary, (N, num_classes) otherwise."""
+        return self.head(self.backbone(images))
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """(N, num_classes) probabilities; binary gives [1 - p, p] so every mode names every class."""
+        mode = self.hparams.label_mode
+        if mode == "binary":
+            positive = torch.sigmoid(logits[:, 0])
+            return torch.stack([1 - positive, positive], dim=1)
+        return torch.sigmoid(logits) if mode == "multilabel" else logits.softmax(dim=1)
+
+    def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        mode = self.hparams.label_mode
+        if mode == "binary":
+            return self.loss_fn(logits[:, 0], target.float())
+        if mode == "multiclass":
+            return self.loss_fn(logits, target.long())
+        return self.loss_fn(logits, target.float())
+
+    def _metric_inputs(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        mode = self.hparams.label_mode
+        if mode == "binary":
+            return torch.sigmoid(logits[:, 0]), target.long()
+        if mode == "multilabel":
+            return torch.sigmoid(logits), target.long()
+        if mode == "soft":
+            return logits.softmax(dim=1), target.argmax(dim=1)
+        return logits.softmax(dim=1), target.long()
+
+    def _check_targets(self, target: Tensor) -> None:
+        mode, n = self.hparams.label_mode, self.hparams.num_classes
+        if mode in ("multiclass", "binary") and target.numel() and (target.min() < 0 or target.max() >= n):
+            raise InputError(f"labels must be class ids 0..{n - 1} (num_classes={n}), got {sorted(set(target.tolist()))[-3:]}")
+        if mode in ("multilabel", "soft") and (target.ndim != 2 or target.shape[1] != n):
+            raise InputError(f"label_mode {mode} needs label rows of {n} values, got shape {list(target.shape)}")
+
+    # ---------------------------------------------------------------- steps
+    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, Tensor]:
+        images, target = batch["image"], batch["label"]
+        self._check_targets(target)
+        logits = self(images)
+        loss = self._loss(logits, target)
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(*self._metric_inputs(logits, target))
+        self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(images))
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(images))
+        return loss, logits
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")[0]
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        _, logits = self._shared_step(batch, "val")
+        if self.val_confusion is not None:
+            self.val_confusion.update(self.probabilities(logits).argmax(dim=1), self._metric_inputs(logits, batch["label"])[1])
+        if batch_idx == 0 and self.hparams.log_images:
+            n = self.hparams.log_images
+            self._samples = {"image": batch["image"][:n].cpu(), "label": batch["label"][:n].cpu(), "logits": logits[:n].cpu()}
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        return {"path": list(batch["path"]), "probs": self.probabilities(self(batch["image"])).float().cpu()}
+
+    # ---------------------------------------------------------------- TensorBoard pictures
+    def _label_text(self, values: Tensor) -> str:
+        names, mode = self.class_names, self.hparams.label_mode
+        if mode == "multilabel":
+            return "+".join(names[i] for i in torch.nonzero(values > 0.5).flatten().tolist()) or "-"
+        if mode == "soft":
+            return names[int(values.argmax())]
+        return names[int(values)]
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self._samples = {}
+            if self.val_confusion is not None:
+                self.val_confusion.reset()
+            return
+        if self._samples:
+            samples, self._samples = self._samples, {}
+            probs = self.probabilities(samples["logits"])
+            predicted = probs > 0.5 if self.hparams.label_mode == "multilabel" else probs.argmax(dim=1)
+            truth = [self._label_text(t) for t in samples["label"]]
+            guess = [self._label_text(p) for p in predicted]
+            datamodule = getattr(self.trainer, "datamodule", None)
+            images = to_uint8_images(samples["image"], getattr(datamodule, "mean", None), getattr(datamodule, "std", None))
+            captions = [f"true: {t}\npred: {p}" for t, p in zip(truth, guess)]
+            colours = [GREEN if t == p else RED for t, p in zip(truth, guess)]
+            log_image(self.trainer, "val/samples", captioned_grid(images, captions, colours))
+        if self.val_confusion is not None:
+            matrix = self.val_confusion.compute().cpu().numpy()
+            self.val_confusion.reset()
+            log_image(self.trainer, "val/confusion_matrix", confusion_matrix_image(matrix, self.class_names))
+
+    # ---------------------------------------------------------------- predict output
+    def prediction_sink(self, output_dir: Path, suffix: str = "") -> CsvSink:
+        """`predictions.csv`: path, predicted class name (multilabel: names joined by ';'), one
+        probability column per class."""
+        names = self.class_names
+        columns = [n if n not in ("path", "prediction") else f"prob_{n}" for n in names]
+
+        def rows(outputs: dict[str, Any]):
+            for path, probs in zip(outputs["path"], outputs["probs"]):
+                if self.hparams.label_mode == "multilabel":
+                    label = ";".join(names[i] for i in torch.nonzero(probs > 0.5).flatten().tolist())
+                else:
+                    label = names[int(probs.argmax())]
+                yield [path, label, *(f"{p:.6f}" for p in probs.tolist())]
+
+        return CsvSink(output_dir / f"predictions{suffix}.csv", ["path", "prediction", *columns], rows)

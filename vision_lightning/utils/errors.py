@@ -1,0 +1,17 @@
+"""Errors for bad user input: one sentence naming the file or argument and what is wrong.
+
+The CLI prints these as a single line instead of a traceback; Python callers can catch them as
+`ValueError` (or `FileNotFoundError` for missing paths).
+"""
+
+
+class InputError(ValueError):
+    """A config value, file or dataset that cannot be used as given."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """A file or folder that should exist does not."""
+
+
+class DownloadError(InputError, ConnectionError):
+    """Something had to be downloaded and could not be (usually: no internet access)."""
