@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 quickstart: install
 	rm -rf $(QUICKSTART_RUN)
 	$(PY) -m vision_lightning fit --config configs/quickstart/classification.yaml \
-		--trainer.default_root_dir $(QUICKSTART_RUN)
+		--trainer.default_root_dir $(QUICKSTART_RUN) --checkpoint.dirpath $(QUICKSTART_RUN)/checkpoints
 	$(PY) -m vision_lightning predict --config configs/quickstart/classification.yaml \
 		--trainer.default_root_dir $(QUICKSTART_RUN) \
 		--ckpt_path $(QUICKSTART_RUN)/checkpoints/last.ckpt \

@@ -1,0 +1,74 @@
+"""`python -m vision_lightning {fit,validate,test,predict} --config FILE`: LightningCLI with defaults.
+
+- model and data in subclass mode (`class_path: vision_lightning.ClassifierModule`);
+- data-defined arguments linked into the model, so nobody writes them twice: `num_classes`,
+  `class_names`, `label_mode`, and `channels` -> `in_channels` (Lightning #9473, #17275);
+  a link whose target the chosen model lacks is skipped;
+- always on: checkpointing (`--checkpoint.*`, best by `val_loss` plus `last.ckpt` for resuming),
+  learning-rate monitoring (`--lr_monitor.*`) and prediction files (`--prediction_writer.output_dir`);
+- the Trainer's default TensorBoard logger under `trainer.default_root_dir`;
+- bad input ends with one line (`error: ...`) and exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+import vision_lightning  # noqa: F401  (registers the modules and data modules for short class names)
+from vision_lightning.callbacks.prediction_writer import PredictionWriter
+from vision_lightning.utils.errors import InputError
+
+DATA_TO_MODEL_LINKS = {
+    "num_classes": "num_classes",
+    "class_names": "class_names",
+    "label_mode": "label_mode",
+    "channels": "in_channels",
+}
+
+
+class VisionCLI(LightningCLI):
+    def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(
+            pl.LightningModule,
+            pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,  # optimizers are chosen by name in the model's arguments
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val_loss",
+                "checkpoint.mode": "min",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "epoch{epoch:03d}-val_loss{val_loss:.4f}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+        for source, target in DATA_TO_MODEL_LINKS.items():
+            parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
+
+
+def main(args: Any = None) -> None:
+    try:
+        VisionCLI(args=args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
