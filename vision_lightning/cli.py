@@ -16,10 +16,11 @@ import sys
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 import vision_lightning  # noqa: F401  (registers the modules and data modules for short class names)
+from vision_lightning.callbacks.checkpoint import ModelCheckpoint
 from vision_lightning.callbacks.prediction_writer import PredictionWriter
 from vision_lightning.utils.errors import InputError
 
@@ -62,11 +63,25 @@ class VisionCLI(LightningCLI):
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
 
 
+def _input_error(error: BaseException | None) -> InputError | None:
+    """Our own error behind `error`: jsonargparse re-raises errors of constructors as its own."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, InputError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main(args: Any = None) -> None:
     try:
         VisionCLI(args=args)
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        cause = _input_error(error)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -1,0 +1,50 @@
+"""Shared helpers for the tests: run the CLI in-process, and stand-ins for downloadable data."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vision_lightning.cli import main
+from vision_lightning.data import torchvision_datasets
+
+
+@pytest.fixture(autouse=True)
+def _quiet_lightning():
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+
+
+def run_cli(*args: str) -> None:
+    """`python -m vision_lightning ARGS` in this process (SystemExit propagates)."""
+    main([str(a) for a in args])
+
+
+class FakeTorchvisionDataset:
+    """What a torchvision classification data set looks like: (PIL image, int) items and `targets`."""
+
+    def __init__(self, num_classes: int, channels: int, size: int, count: int = 24, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.targets = [i % num_classes for i in range(count)]
+        shape = (size, size) if channels == 1 else (size, size, 3)
+        self.images = [Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)) for _ in range(count)]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        return self.images[index], self.targets[index]
+
+
+def fake_torchvision(monkeypatch: pytest.MonkeyPatch, name: str, size: int = 32) -> None:
+    """Replace torchvision data set `name` by a small fake with its real classes and channels."""
+    spec = torchvision_datasets.TORCHVISION_DATASETS[name]
+
+    def factory(root, split, download):
+        return FakeTorchvisionDataset(len(spec.classes), spec.channels, size, seed=hash(split) % 1000)
+
+    monkeypatch.setitem(torchvision_datasets.TORCHVISION_DATASETS, name, dataclasses.replace(spec, factory=factory))

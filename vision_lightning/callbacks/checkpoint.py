@@ -1,0 +1,28 @@
+"""ModelCheckpoint whose `last.ckpt` always holds the latest epoch.
+
+Lightning 2.6 refreshes `last.ckpt` only in a step where a top-k checkpoint was also saved, so an
+epoch that does not improve the monitored metric is missing from `last.ckpt` and a resume repeats
+it. Here `last.ckpt` is written after every epoch as well. Writes are atomic (Lightning serialises
+to memory, then moves the file into place in one filesystem transaction).
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
+
+
+class ModelCheckpoint(LightningModelCheckpoint):
+    def _save_last_if_missed(self, trainer: pl.Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
