@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 QUICKSTART_RUN ?= runs/quickstart
+DATA_ROOT ?= ../shared/data
 
 .PHONY: install quickstart test bench lint clean
 
@@ -31,7 +32,7 @@ test: install
 	$(PY) -m pytest
 
 bench: install
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py --data-root $(DATA_ROOT)
 
 lint: install
 	$(VENV)/bin/ruff check vision_lightning tests benchmarks

@@ -21,10 +21,14 @@ from vision_lightning.data.base import VisionDataModule
 from vision_lightning.data.datasets import FileSource, SampleSource, SyntheticSource, TransformedDataset
 from vision_lightning.data.splits import stratified_split
 from vision_lightning.data.synthetic import SyntheticShapes
-from vision_lightning.data.torchvision_datasets import TorchvisionSource, open_torchvision_dataset, torchvision_spec
+from vision_lightning.data.torchvision_datasets import (
+    TorchvisionSource,
+    open_torchvision_dataset,
+    torchvision_spec,
+)
 from vision_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
 from vision_lightning.utils.errors import InputError, MissingInputError
-from vision_lightning.utils.images import drop_bad_images, is_image_file, list_images
+from vision_lightning.utils.images import drop_bad_images, list_images
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +168,8 @@ class ImageClassificationDataModule(VisionDataModule):
         if class_names is not None and num_classes is not None and len(class_names) != num_classes:
             raise InputError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
         if self.source == "synthetic":
-            n = num_classes or (len(class_names) if class_names else 2 if self.label_mode == "binary" else 4)
+            default = len(class_names) if class_names else 2 if self.label_mode == "binary" else 4
+            n = num_classes if num_classes is not None else default  # 0 is an error, not "unset"
             return class_names or SyntheticShapes(1, 8, n).class_names
         if self.source == "torchvision":
             if not self.dataset:
@@ -190,7 +195,9 @@ class ImageClassificationDataModule(VisionDataModule):
             with path.open(newline="") as handle:
                 reader = csv.DictReader(handle)
                 rows, columns = list(reader), reader.fieldnames or []
-            needed = [self.path_column, *self.label_columns] + ([self.fold_column] if self.fold_column else [])
+            # Only the training CSV carries folds; a test CSV has no fold column.
+            fold = [self.fold_column] if self.fold_column and path == self.csv_path else []
+            needed = [self.path_column, *self.label_columns, *fold]
             for column in needed:
                 if column not in columns:
                     raise InputError(f"{path} has no column {column!r} (columns: {', '.join(columns)})")
@@ -215,9 +222,15 @@ class ImageClassificationDataModule(VisionDataModule):
             return class_names
         ids = [_int_or_none(v) for v in values]
         if all(i is not None for i in ids):
-            count = num_classes or (2 if self.label_mode == "binary" else max(ids) + 1)
+            count = num_classes if num_classes is not None else 2 if self.label_mode == "binary" else max(ids) + 1
             return [str(i) for i in range(count)]
-        return sorted(set(values))
+        names = sorted(set(values))
+        if num_classes is not None and len(names) != num_classes:
+            raise InputError(
+                f"{path} column {self.label_columns[0]!r} has {len(names)} distinct labels but num_classes is "
+                f"{num_classes}: list the classes in class_names"
+            )
+        return names
 
     # ----------------------------------------------------------------- sources
     def _csv_source(self, path: Path) -> tuple[FileSource, list[dict[str, str]]]:
@@ -259,7 +272,10 @@ class ImageClassificationDataModule(VisionDataModule):
         if self.label_mode == "soft":
             return [int(np.argmax(t)) for t in targets]
         if self.label_mode == "multilabel":
-            return [tuple(t.tolist()) for t in targets]
+            # Exact label combinations are often unique; stratify on each row's rarest positive
+            # label instead (-1: none), which keeps rare labels in both sets.
+            counts = np.sum(targets, axis=0)
+            return [int(min(np.flatnonzero(t), key=lambda c: counts[c])) if t.any() else -1 for t in targets]
         return list(targets)
 
     def _split(self, source: SampleSource, targets: Sequence[Any]) -> dict[str, tuple[SampleSource, list[int]]]:
@@ -337,12 +353,7 @@ class ImageClassificationDataModule(VisionDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if not self._sources:
-            sources = self._build_sources()
-            for split, (source, indices) in sources.items():
-                if isinstance(source, FileSource):
-                    keep = drop_bad_images([source.paths[i] for i in indices], self.bad_images, f"the {split} set")
-                    sources[split] = (source, [indices[k] for k in keep])
-            self._sources = sources
+            self._sources = self._without_bad_images(self._build_sources())
         if stage == "predict" and self.predict_root is not None:
             paths = list_images(self.predict_root)
             if not paths:
@@ -350,9 +361,27 @@ class ImageClassificationDataModule(VisionDataModule):
             keep = drop_bad_images(paths, self.bad_images, f"predict_root {self.predict_root}")
             self._sources["predict"] = (FileSource(paths, None, self.channels), keep)
 
+    def _without_bad_images(self, sources: dict[str, tuple[SampleSource, list[int]]]) -> dict:
+        """Check every image file of every split at once, so one report names all bad files."""
+        paths = list(dict.fromkeys(
+            source.paths[i] for source, indices in sources.values() if isinstance(source, FileSource) for i in indices
+        ))  # fmt: skip
+        if not paths:
+            return sources
+        good = {paths[i] for i in drop_bad_images(paths, self.bad_images, self.root or self.csv_path)}
+        for split, (source, indices) in sources.items():
+            if isinstance(source, FileSource):
+                kept = [i for i in indices if source.paths[i] in good]
+                if not kept:
+                    raise InputError(f"the {split} set has no readable images left after skipping unreadable ones")
+                sources[split] = (source, kept)
+        return sources
+
     def _dataset(self, split: str, train: bool = False) -> TransformedDataset:
         if not self._sources:
             self.setup()
+        if split == "predict" and self.predict_root is not None and "predict" not in self._sources:
+            self.setup("predict")  # predict_dataloader() called without setup("predict")
         if split not in self._sources:
             fallback = "test" if "test" in self._sources else "val"
             split = fallback if split in ("test", "predict") else split
