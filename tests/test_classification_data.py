@@ -693,3 +693,24 @@ def test_csv_string_labels_must_match_num_classes(tmp_path):
     csv_path = write_csv(root / "train.csv", rows)
     with pytest.raises(InputError, match="has 3 distinct labels but num_classes is 2"):
         module(source="csv", csv_path=str(csv_path), path_format="{}.png", num_classes=2)
+
+
+def test_cache_images_gives_the_same_batches_without_rereading(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    write_image_folder(root, per_class=4, num_classes=2, image_size=SIZE)
+    plain = module(source="folder", root=str(root))
+    cached = module(source="folder", root=str(root), cache_images=True)
+    cached.setup()
+    import vision_lightning.data.datasets as datasets
+
+    def no_disk(*args, **kwargs):
+        raise AssertionError("a cached data module read an image file again")
+
+    monkeypatch.setattr(datasets, "read_image", no_disk)
+    assert split_paths(cached, "val") and split_items(cached, "val")
+    monkeypatch.undo()
+    for (path_a, label_a), (path_b, label_b) in zip(split_items(plain, "train"), split_items(cached, "train"), strict=True):
+        assert path_a == path_b and label_a == label_b
+    image_a = plain.val_dataloader().dataset[0]["image"]
+    image_b = cached.val_dataloader().dataset[0]["image"]
+    assert torch.equal(image_a, image_b)

@@ -18,7 +18,7 @@ import albumentations as A
 import numpy as np
 
 from vision_lightning.data.base import VisionDataModule
-from vision_lightning.data.datasets import FileSource, SampleSource, SyntheticSource, TransformedDataset
+from vision_lightning.data.datasets import CachedSource, FileSource, SampleSource, SyntheticSource, TransformedDataset
 from vision_lightning.data.splits import stratified_split
 from vision_lightning.data.synthetic import SyntheticShapes
 from vision_lightning.data.torchvision_datasets import (
@@ -94,6 +94,8 @@ class ImageClassificationDataModule(VisionDataModule):
         predict_root: folder of images for `predict` (default: the test set, else validation).
         bad_images: corrupt or truncated files are found before training and `skip`ped with a
             warning naming each, or stop the run (`error`); `off` does not check.
+        cache_images: decode every image once into memory (small data sets: decoding then
+            stops dominating an epoch).
         channels: 3 converts grayscale files to RGB, 1 converts to grayscale.
         resize: eval images are resized so the shorter side is `resize`, then centre-cropped to
             `image_size` (the ImageNet recipe 256 -> 224); without it images are resized to `image_size`.
@@ -120,6 +122,7 @@ class ImageClassificationDataModule(VisionDataModule):
         split_seed: int = 42,
         predict_root: str | None = None,
         bad_images: Literal["skip", "error", "off"] = "skip",
+        cache_images: bool = False,
         synthetic_samples: int = 1000,
         channels: int = 3,
         image_size: int = 224,
@@ -149,6 +152,7 @@ class ImageClassificationDataModule(VisionDataModule):
         self.val_split, self.split_seed = val_split, split_seed
         self.predict_root = Path(predict_root) if predict_root else None
         self.bad_images = bad_images
+        self.cache_images = cache_images
         self.synthetic_samples = synthetic_samples
         self.channels = channels
         self.resize = resize
@@ -354,12 +358,24 @@ class ImageClassificationDataModule(VisionDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self._sources:
             self._sources = self._without_bad_images(self._build_sources())
+            if self.cache_images:
+                self._sources = self._cached(self._sources)
         if stage == "predict" and self.predict_root is not None:
             paths = list_images(self.predict_root)
             if not paths:
                 raise InputError(f"predict_root {self.predict_root} has no images")
             keep = drop_bad_images(paths, self.bad_images, f"predict_root {self.predict_root}")
             self._sources["predict"] = (FileSource(paths, None, self.channels), keep)
+
+    @staticmethod
+    def _cached(sources: dict[str, tuple[SampleSource, list[int]]]) -> dict:
+        """Each distinct source decoded once (train and val often share one source)."""
+        indices: dict[int, set[int]] = {}
+        for source, split_indices in sources.values():
+            indices.setdefault(id(source), set()).update(split_indices)
+        cached = {id(s): CachedSource(s, sorted(indices[id(s)])) for s, _ in sources.values()}
+        log.info("Cached %.1f MB of decoded images", sum(c.nbytes for c in cached.values()) / 2**20)
+        return {split: (cached[id(source)], idx) for split, (source, idx) in sources.items()}
 
     def _without_bad_images(self, sources: dict[str, tuple[SampleSource, list[int]]]) -> dict:
         """Check every image file of every split at once, so one report names all bad files."""

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import ConfusionMatrix, MetricCollection
 from torchmetrics.classification import (
-    Accuracy,
     AUROC,
+    Accuracy,
     BinaryAccuracy,
     BinaryAUROC,
     BinaryF1Score,
@@ -35,7 +34,13 @@ from vision_lightning.tasks.base import BaseTask
 from vision_lightning.tasks.optimization import OptimizerName, SchedulerName
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.loggers import log_image
-from vision_lightning.utils.visualize import GREEN, RED, captioned_grid, confusion_matrix_image, to_uint8_images
+from vision_lightning.utils.visualize import (
+    GREEN,
+    RED,
+    captioned_grid,
+    confusion_matrix_image,
+    to_uint8_images,
+)
 
 LabelMode = Literal["multiclass", "binary", "multilabel", "soft"]
 
