@@ -124,11 +124,13 @@ def _cut_torchvision(model: nn.Module, name: str, cut: Cut) -> int:
 def create_backbone(
     name: str,
     pretrained: bool = False,
-    in_channels: int = 3,
+    in_channels: int | None = None,
     cut: Cut = "last",
     weights: str | None = None,
 ) -> tuple[nn.Module, int]:
     """(backbone, num_features) for `name`; see the module docstring for names and `cut`.
+
+    `in_channels` defaults to the network's own: 1 for the seeds' MNIST nets, 3 otherwise.
 
     `pretrained` downloads ImageNet weights through timm or torchvision; `weights` loads a local
     state dict instead (a torchvision/timm file of the same model, or a checkpoint of this project,
@@ -141,7 +143,9 @@ def create_backbone(
         if pretrained:
             raise InputError(f"backbone {name!r} has no pretrained weights: set pretrained: false")
         backbone, num_features = create_classic_backbone(model_name, in_channels)
-    elif source == "timm":
+    else:
+        in_channels = 3 if in_channels is None else in_channels
+    if source == "timm":
         try:
             backbone = timm.create_model(model_name, pretrained=pretrained, num_classes=0, in_chans=in_channels)
         except Exception as error:  # noqa: BLE001
@@ -149,7 +153,7 @@ def create_backbone(
                 raise _download_error(name, error) from None
             raise
         num_features = backbone.num_features
-    else:
+    elif source == "torchvision":
         try:
             model = torchvision.models.get_model(model_name, weights="DEFAULT" if pretrained else None)
         except Exception as error:  # noqa: BLE001

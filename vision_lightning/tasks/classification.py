@@ -70,7 +70,8 @@ class ClassifierModule(BaseTask):
         head: `linear`, or `mlp` (seed 000: BN-Dropout-Linear-ReLU-BN-Dropout-Linear, `head_hidden` wide).
         cut: where a torchvision classifier is cut (see `create_backbone`).
         pretrained / weights: ImageNet weights by download, or a local state dict for the backbone.
-        in_channels: 1 for grayscale input (linked from the data module's `channels`).
+        in_channels: 1 for grayscale input (linked from the data module's `channels`); by default
+            the backbone's own (1 for the seeds' MNIST nets, 3 otherwise).
         freeze_backbone: train the head only (seed 001's frozen VGG16 / MobileNetV2).
         log_images: how many validation images to show in TensorBoard, titled true / predicted.
     """
@@ -87,7 +88,7 @@ class ClassifierModule(BaseTask):
         cut: Cut = "last",
         pretrained: bool = False,
         weights: str | None = None,
-        in_channels: int = 3,
+        in_channels: int | None = None,
         label_smoothing: float = 0.0,
         top_k: int = 5,
         log_images: int = 16,
@@ -120,7 +121,7 @@ class ClassifierModule(BaseTask):
         hp = self.hparams
         if "backbone" in self.init_modules:
             self.backbone = self.init_modules.pop("backbone")
-            num_features = _feature_size(self.backbone, hp.in_channels)
+            num_features = _feature_size(self.backbone, hp.in_channels or 3)
         else:
             self.backbone, num_features = create_backbone(hp.backbone, hp.pretrained, hp.in_channels, hp.cut, hp.weights)
         outputs = 1 if hp.label_mode == "binary" else hp.num_classes
