@@ -48,7 +48,9 @@ def plain_loop_throughput(model: ClassifierModule, data: ImageClassificationData
     """Train images/s of a hand-written loop: same model, loader and optimizer, no Lightning."""
     data.setup("fit")
     loader = data.train_dataloader()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=model.hparams.lr, weight_decay=model.hparams.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=model.hparams.lr, weight_decay=model.hparams.weight_decay
+    )
     model.train()
     images, start = 0, 0.0
     for epoch in range(epochs + 1):
@@ -56,38 +58,48 @@ def plain_loop_throughput(model: ClassifierModule, data: ImageClassificationData
             images, start = 0, time.perf_counter()  # the first epoch warms up
         for batch in loader:
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(batch["image"]), batch["label"], label_smoothing=model.hparams.label_smoothing)
+            loss = F.cross_entropy(
+                model(batch["image"]), batch["label"], label_smoothing=model.hparams.label_smoothing
+            )
             loss.backward()
             optimizer.step()
             images += len(batch["image"])
     return images / (time.perf_counter() - start)
 
 
-def from_config(root: Path, run: str, epochs: int) -> VisionCLI:
+def from_config(root: Path, run: str, epochs: int, overrides: list[str]) -> VisionCLI:
     """Model, data and trainer of the recipe, exactly as `fit --config` would build them."""
     return VisionCLI(
         args=["--config", str(CONFIG), "--data.init_args.root", str(root), "--trainer.max_epochs", str(epochs),
               "--trainer.default_root_dir", run, "--checkpoint.dirpath", f"{run}/checkpoints",
-              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"],
+              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *overrides],
         run=False,
     )  # fmt: skip
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--speed-epochs", type=int, default=2, help="timed epochs for the plain-loop comparison")
+    parser.add_argument(
+        "--speed-epochs", type=int, default=2, help="timed epochs for the plain-loop comparison"
+    )
+    parser.add_argument("--cache-images", action="store_true", help="decode the images once into memory")
     parser.add_argument("--output", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args()
     if args.epochs < 2 or args.speed_epochs < 1:
         parser.error("--epochs must be at least 2 (the first epoch is warm-up) and --speed-epochs at least 1")
     root = args.data_root / "cifar10-small"
     if not (root / "train").is_dir():
-        raise SystemExit(f"error: {root}/train not found: pass --data-root, the folder holding cifar10-small/")
+        raise SystemExit(
+            f"error: {root}/train not found: pass --data-root, the folder holding cifar10-small/"
+        )
 
     with tempfile.TemporaryDirectory() as run:
-        cli = from_config(root, run, args.epochs)
+        overrides = ["--data.init_args.cache_images", "true"] if args.cache_images else []
+        cli = from_config(root, run, args.epochs, overrides)
         counter = Throughput()
         cli.trainer.callbacks.append(counter)
         start = time.perf_counter()
@@ -97,11 +109,12 @@ def main() -> None:
         lightning_speed = counter.images / counter.seconds
 
         # The same model and loader in a plain loop (fresh weights, same seed).
-        plain = from_config(root, run, args.speed_epochs)
+        plain = from_config(root, run, args.speed_epochs, overrides)
         plain_speed = plain_loop_throughput(plain.model, plain.datamodule, args.speed_epochs)
 
     figures = {
         "epochs": args.epochs,
+        "cache_images": args.cache_images,
         "test_acc": round(float(test["test_acc"]), 4),
         "test_f1_macro": round(float(test["test_f1_macro"]), 4),
         "fit_seconds": round(fit_seconds, 1),

@@ -17,7 +17,9 @@ def main() -> None:
     args = parser.parse_args()
     for script in BENCHMARKS:
         print(f"== {script}", flush=True)
-        subprocess.run([sys.executable, str(HERE / script), "--data-root", args.data_root], check=True, cwd=HERE.parent)
+        subprocess.run(
+            [sys.executable, str(HERE / script), "--data-root", args.data_root], check=True, cwd=HERE.parent
+        )
 
 
 if __name__ == "__main__":

@@ -47,4 +47,6 @@ def fake_torchvision(monkeypatch: pytest.MonkeyPatch, name: str, size: int = 32)
     def factory(root, split, download):
         return FakeTorchvisionDataset(len(spec.classes), spec.channels, size, seed=hash(split) % 1000)
 
-    monkeypatch.setitem(torchvision_datasets.TORCHVISION_DATASETS, name, dataclasses.replace(spec, factory=factory))
+    monkeypatch.setitem(
+        torchvision_datasets.TORCHVISION_DATASETS, name, dataclasses.replace(spec, factory=factory)
+    )

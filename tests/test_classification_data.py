@@ -173,8 +173,12 @@ def test_folder_flat_layout_seeded_stratified_split(tmp_path):
     assert Counter(int(label) for _, label in train) == dict.fromkeys(range(4), 3)
 
     val_paths = [p for p, _ in val]
-    assert split_paths(module(source="folder", root=str(root), val_split=0.4, split_seed=1), "val") == val_paths
-    assert split_paths(module(source="folder", root=str(root), val_split=0.4, split_seed=2), "val") != val_paths
+    assert (
+        split_paths(module(source="folder", root=str(root), val_split=0.4, split_seed=1), "val") == val_paths
+    )
+    assert (
+        split_paths(module(source="folder", root=str(root), val_split=0.4, split_seed=2), "val") != val_paths
+    )
 
 
 def test_folder_train_val_test_layout(tmp_path):
@@ -275,7 +279,9 @@ def test_csv_fold_column_and_test_csv(tmp_path):
                 fold_column="kfold", fold=1)  # fmt: skip
     val = split_items(dm, "val")
     assert sorted(p for p, _ in val) == sorted(str(root / f"id{i}.png") for i in range(12) if i % 3 == 1)
-    assert sorted(split_paths(dm, "train")) == sorted(str(root / f"id{i}.png") for i in range(12) if i % 3 != 1)
+    assert sorted(split_paths(dm, "train")) == sorted(
+        str(root / f"id{i}.png") for i in range(12) if i % 3 != 1
+    )
     for path, label in val:
         assert int(label) == int(Path(path).stem[2:]) % 2
     test = split_items(dm, "test")
@@ -345,7 +351,9 @@ def test_csv_multiclass_with_several_columns(tmp_path):
 
 
 def test_csv_binary_with_three_classes(tmp_path):
-    csv_path = write_csv(tmp_path / "train.csv", [{"image": f"{i}.png", "label": n} for i, n in enumerate("abc")])
+    csv_path = write_csv(
+        tmp_path / "train.csv", [{"image": f"{i}.png", "label": n} for i, n in enumerate("abc")]
+    )
     with pytest.raises(InputError, match="binary"):
         module(source="csv", csv_path=str(csv_path), label_mode="binary")
 
@@ -387,7 +395,9 @@ def test_stratified_folds_balanced():
 
 def test_write_folds(tmp_path):
     labels = ["cat"] * 13 + ["dog"] * 7
-    csv_in = write_csv(tmp_path / "in.csv", [{"image": f"{i}.png", "label": lab} for i, lab in enumerate(labels)])
+    csv_in = write_csv(
+        tmp_path / "in.csv", [{"image": f"{i}.png", "label": lab} for i, lab in enumerate(labels)]
+    )
     folds = write_folds(csv_in, tmp_path / "out.csv", "label", k=4, seed=0)
     rows = read_csv(tmp_path / "out.csv")
     assert list(rows[0]) == ["image", "label", "kfold"]
@@ -398,8 +408,13 @@ def test_write_folds(tmp_path):
 
 def test_write_folds_cli(tmp_path):
     labels = ["a"] * 10 + ["b"] * 6 + ["c"] * 4
-    csv_in = write_csv(tmp_path / "in.csv", [{"image": f"{i}.png", "label": lab} for i, lab in enumerate(labels)])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    csv_in = write_csv(
+        tmp_path / "in.csv", [{"image": f"{i}.png", "label": lab} for i, lab in enumerate(labels)]
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     result = subprocess.run(
         [sys.executable, "-m", "vision_lightning.data.splits", str(csv_in), str(tmp_path / "out.csv"),
          "--label", "label", "--k", "5"],
@@ -534,7 +549,18 @@ def test_torchvision_source_with_fake_dataset(tmp_path, monkeypatch):
     monkeypatch.setitem(torchvision_datasets.TORCHVISION_DATASETS, "CIFAR10", spec)
     dm = ImageClassificationDataModule(source="torchvision", dataset="CIFAR10", root=str(tmp_path),
                                        image_size=32, batch_size=8, mean=None, std=None)  # fmt: skip
-    assert dm.class_names == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    assert dm.class_names == [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
     train, val, test = split_items(dm, "train"), split_items(dm, "val"), split_items(dm, "test")
     assert {split for _, split, _ in calls} == {"train", "test"}
     assert all(download is False for _, _, download in calls)
@@ -545,7 +571,9 @@ def test_torchvision_source_with_fake_dataset(tmp_path, monkeypatch):
     assert [int(label) for _, label in test] == made["test"].targets
     assert {int(label) for _, label in val} == set(range(10))  # stratified: 3 per class, 1 in val
     item = dm.test_dataloader().dataset[3]
-    assert torch.allclose(item["image"] * 255, torch.from_numpy(made["test"].arrays[3]).permute(2, 0, 1).float())
+    assert torch.allclose(
+        item["image"] * 255, torch.from_numpy(made["test"].arrays[3]).permute(2, 0, 1).float()
+    )
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (8, 3, 32, 32) and batch["label"].dtype == torch.long
 
@@ -709,7 +737,9 @@ def test_cache_images_gives_the_same_batches_without_rereading(tmp_path, monkeyp
     monkeypatch.setattr(datasets, "read_image", no_disk)
     assert split_paths(cached, "val") and split_items(cached, "val")
     monkeypatch.undo()
-    for (path_a, label_a), (path_b, label_b) in zip(split_items(plain, "train"), split_items(cached, "train"), strict=True):
+    for (path_a, label_a), (path_b, label_b) in zip(
+        split_items(plain, "train"), split_items(cached, "train"), strict=True
+    ):
         assert path_a == path_b and label_a == label_b
     image_a = plain.val_dataloader().dataset[0]["image"]
     image_b = cached.val_dataloader().dataset[0]["image"]

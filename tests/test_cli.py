@@ -32,7 +32,16 @@ def _events(run: Path) -> EventAccumulator:
 def quickstart_run(tmp_path_factory) -> Path:
     """The quickstart config as the README runs it, checkpoints in <run>/checkpoints."""
     run = tmp_path_factory.mktemp("quickstart")
-    run_cli("fit", "--config", QUICKSTART, "--trainer.default_root_dir", run, "--checkpoint.dirpath", run / "checkpoints", *QUIET)
+    run_cli(
+        "fit",
+        "--config",
+        QUICKSTART,
+        "--trainer.default_root_dir",
+        run,
+        "--checkpoint.dirpath",
+        run / "checkpoints",
+        *QUIET,
+    )
     return run
 
 
@@ -84,7 +93,9 @@ def test_predict_writes_csv(quickstart_run: Path, tmp_path: Path):
 def test_predict_folder(quickstart_run: Path, tmp_path: Path):
     from vision_lightning.data.synthetic import write_image_folder
 
-    paths = write_image_folder(tmp_path / "images", per_class=3, num_classes=4, image_size=48, extension=".jpg")
+    paths = write_image_folder(
+        tmp_path / "images", per_class=3, num_classes=4, image_size=48, extension=".jpg"
+    )
     out = tmp_path / "predictions"
     run_cli(
         "predict", "--config", QUICKSTART, "--ckpt_path", quickstart_run / "checkpoints/last.ckpt",
@@ -134,15 +145,34 @@ def test_print_config_shows_linked_arguments(capsys):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        (["--data.init_args.source", "folder", "--data.init_args.root", "/does/not/exist"], "image folder /does/not/exist does not exist"),
+        (
+            ["--data.init_args.source", "folder", "--data.init_args.root", "/does/not/exist"],
+            "image folder /does/not/exist does not exist",
+        ),
         (["--model.init_args.backbone", "resnet181"], "unknown backbone 'resnet181'; did you mean resnet18"),
-        (["--data.init_args.source", "csv", "--data.init_args.csv_path", "/missing.csv"], "CSV file /missing.csv does not exist"),
-        (["--data.init_args.image_size", "40"], "backbone 'cifar_lenet' takes 3x32x32 images but got 3x40x40"),
+        (
+            ["--data.init_args.source", "csv", "--data.init_args.csv_path", "/missing.csv"],
+            "CSV file /missing.csv does not exist",
+        ),
+        (
+            ["--data.init_args.image_size", "40"],
+            "backbone 'cifar_lenet' takes 3x32x32 images but got 3x40x40",
+        ),
     ],
 )
 def test_bad_input_is_one_line(override, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("fit", "--config", QUICKSTART, "--trainer.fast_dev_run", "true", "--trainer.default_root_dir", tmp_path, *QUIET, *override)
+        run_cli(
+            "fit",
+            "--config",
+            QUICKSTART,
+            "--trainer.fast_dev_run",
+            "true",
+            "--trainer.default_root_dir",
+            tmp_path,
+            *QUIET,
+            *override,
+        )
     assert exit_info.value.code == 2
     error_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and message in error_lines[0]
@@ -161,7 +191,9 @@ def test_csv_without_label_column_is_one_line(tmp_path, capsys):
 def test_module_and_console_script():
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "vision-lightning"]
     assert script.value == "vision_lightning.cli:main"
-    result = subprocess.run([sys.executable, "-m", "vision_lightning", "--help"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "vision_lightning", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0
     for subcommand in ("fit", "validate", "test", "predict"):
         assert subcommand in result.stdout

@@ -29,7 +29,9 @@ class PredictionSink(Protocol):
 class CsvSink:
     """Appends `rows(outputs)` to a CSV with `header`; written atomically on close."""
 
-    def __init__(self, path: Path, header: Sequence[str], rows: Callable[[Any], Iterable[Sequence[Any]]]) -> None:
+    def __init__(
+        self, path: Path, header: Sequence[str], rows: Callable[[Any], Iterable[Sequence[Any]]]
+    ) -> None:
         self.path, self.rows = path, rows
         self._partial = path.with_name(path.name + ".partial")
         self._handle = self._partial.open("w", newline="")
@@ -58,13 +60,17 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not hasattr(pl_module, "prediction_sink"):
-            raise TypeError(f"{type(pl_module).__name__} has no prediction_sink(output_dir, suffix) to write with")
+            raise TypeError(
+                f"{type(pl_module).__name__} has no prediction_sink(output_dir, suffix) to write with"
+            )
         output_dir = Path(self.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         suffix = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
         self._sink = pl_module.prediction_sink(output_dir, suffix)
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ):
         self._sink.write(prediction)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -46,6 +46,8 @@ class VisionDataModule(pl.LightningDataModule):
             # A last batch of one sample breaks BatchNorm in training; drop the ragged end then.
             drop_last=train and size > self.batch_size,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory and self.trainer is not None and self.trainer.strategy.root_device.type == "cuda",
+            pin_memory=self.pin_memory
+            and self.trainer is not None
+            and self.trainer.strategy.root_device.type == "cuda",
             persistent_workers=self.persistent_workers and self.num_workers > 0,
         )

@@ -18,7 +18,13 @@ import albumentations as A
 import numpy as np
 
 from vision_lightning.data.base import VisionDataModule
-from vision_lightning.data.datasets import CachedSource, FileSource, SampleSource, SyntheticSource, TransformedDataset
+from vision_lightning.data.datasets import (
+    CachedSource,
+    FileSource,
+    SampleSource,
+    SyntheticSource,
+    TransformedDataset,
+)
 from vision_lightning.data.splits import stratified_split
 from vision_lightning.data.synthetic import SyntheticShapes
 from vision_lightning.data.torchvision_datasets import (
@@ -41,7 +47,9 @@ def _find_split_folder(root: Path, split: str) -> Path | None:
     return next((root / name for name in SPLIT_FOLDERS[split] if (root / name).is_dir()), None)
 
 
-def _scan_image_folder(folder: Path, class_names: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
+def _scan_image_folder(
+    folder: Path, class_names: list[str] | None
+) -> tuple[list[Path], list[int], list[str]]:
     """Paths and class ids of `folder/<class>/*`; the class list comes from the folder when not given."""
     if not folder.is_dir():
         raise MissingInputError(f"image folder {folder} does not exist")
@@ -50,9 +58,13 @@ def _scan_image_folder(folder: Path, class_names: list[str] | None) -> tuple[lis
         class_names = found
     unknown = sorted(set(found) - set(class_names))
     if unknown:
-        raise InputError(f"{folder} has class folder(s) {unknown} that the training classes {class_names} lack")
+        raise InputError(
+            f"{folder} has class folder(s) {unknown} that the training classes {class_names} lack"
+        )
     if not class_names:
-        raise InputError(f"image folder {folder} has no class sub-folders (expected {folder}/<class>/<image>)")
+        raise InputError(
+            f"image folder {folder} has no class sub-folders (expected {folder}/<class>/<image>)"
+        )
     paths, labels = [], []
     for label, name in enumerate(class_names):
         images = list_images(folder / name) if (folder / name).is_dir() else []
@@ -210,7 +222,9 @@ class ImageClassificationDataModule(VisionDataModule):
             self._csv_rows[path] = rows
         return self._csv_rows[path]
 
-    def _classes_from_csv(self, path: Path, class_names: list[str] | None, num_classes: int | None) -> list[str]:
+    def _classes_from_csv(
+        self, path: Path, class_names: list[str] | None, num_classes: int | None
+    ) -> list[str]:
         rows = self._read_csv(path)
         if self.label_mode in ("multilabel", "soft"):
             if len(self.label_columns) < 2:
@@ -226,7 +240,9 @@ class ImageClassificationDataModule(VisionDataModule):
             return class_names
         ids = [_int_or_none(v) for v in values]
         if all(i is not None for i in ids):
-            count = num_classes if num_classes is not None else 2 if self.label_mode == "binary" else max(ids) + 1
+            count = (
+                num_classes if num_classes is not None else 2 if self.label_mode == "binary" else max(ids) + 1
+            )
             return [str(i) for i in range(count)]
         names = sorted(set(values))
         if num_classes is not None and len(names) != num_classes:
@@ -252,7 +268,9 @@ class ImageClassificationDataModule(VisionDataModule):
                 except ValueError:
                     raise InputError(f"{path} line {line}: label columns must hold numbers") from None
                 if self.label_mode == "multilabel" and not np.isin(vector, (0.0, 1.0)).all():
-                    raise InputError(f"{path} line {line}: multilabel columns must hold 0 or 1, got {vector.tolist()}")
+                    raise InputError(
+                        f"{path} line {line}: multilabel columns must hold 0 or 1, got {vector.tolist()}"
+                    )
                 targets.append(vector)
             return targets
         column = self.label_columns[0]
@@ -282,7 +300,9 @@ class ImageClassificationDataModule(VisionDataModule):
             return [int(min(np.flatnonzero(t), key=lambda c: counts[c])) if t.any() else -1 for t in targets]
         return list(targets)
 
-    def _split(self, source: SampleSource, targets: Sequence[Any]) -> dict[str, tuple[SampleSource, list[int]]]:
+    def _split(
+        self, source: SampleSource, targets: Sequence[Any]
+    ) -> dict[str, tuple[SampleSource, list[int]]]:
         train, val = stratified_split(self._stratify_keys(targets), self.val_split, self.split_seed)
         return {"train": (source, train), "val": (source, val)}
 
@@ -290,7 +310,9 @@ class ImageClassificationDataModule(VisionDataModule):
         """{split: (source, indices)} for train, val and (when there is one) test."""
         if self.source == "synthetic":
             size = self.image_size
-            shapes = SyntheticShapes(self.synthetic_samples, size, self.num_classes, self.channels, seed=self.split_seed)
+            shapes = SyntheticShapes(
+                self.synthetic_samples, size, self.num_classes, self.channels, seed=self.split_seed
+            )
             sources = self._split(SyntheticSource(shapes), shapes.labels)
             test = SyntheticShapes(max(self.synthetic_samples // 4, 1), size, self.num_classes, self.channels,
                                    seed=self.split_seed + 1)  # fmt: skip
@@ -324,13 +346,19 @@ class ImageClassificationDataModule(VisionDataModule):
             if val_dir is not None:
                 sources = {"train": (train, list(range(len(train))))}
                 val_paths, val_labels, _ = _scan_image_folder(val_dir, self.class_names)
-                sources["val"] = (FileSource(val_paths, val_labels, self.channels), list(range(len(val_paths))))
+                sources["val"] = (
+                    FileSource(val_paths, val_labels, self.channels),
+                    list(range(len(val_paths))),
+                )
             else:
                 sources = self._split(train, labels)
             test_dir = _find_split_folder(self.root, "test")
             if test_dir is not None:
                 test_paths, test_labels, _ = _scan_image_folder(test_dir, self.class_names)
-                sources["test"] = (FileSource(test_paths, test_labels, self.channels), list(range(len(test_paths))))
+                sources["test"] = (
+                    FileSource(test_paths, test_labels, self.channels),
+                    list(range(len(test_paths))),
+                )
             return sources
         # csv
         train, rows = self._csv_source(self.csv_path)
@@ -339,8 +367,13 @@ class ImageClassificationDataModule(VisionDataModule):
             val = [i for i, f in enumerate(folds) if f == self.fold]
             if not val:
                 found = sorted({f for f in folds if f is not None})
-                raise InputError(f"{self.csv_path} column {self.fold_column!r} has no fold {self.fold} (folds: {found})")
-            sources = {"train": (train, [i for i, f in enumerate(folds) if f != self.fold]), "val": (train, val)}
+                raise InputError(
+                    f"{self.csv_path} column {self.fold_column!r} has no fold {self.fold} (folds: {found})"
+                )
+            sources = {
+                "train": (train, [i for i, f in enumerate(folds) if f != self.fold]),
+                "val": (train, val),
+            }
         else:
             sources = self._split(train, train.targets)
         if self.test_csv:
@@ -374,7 +407,7 @@ class ImageClassificationDataModule(VisionDataModule):
         for source, split_indices in sources.values():
             indices.setdefault(id(source), set()).update(split_indices)
         cached = {id(s): CachedSource(s, sorted(indices[id(s)])) for s, _ in sources.values()}
-        log.info("Cached %.1f MB of decoded images", sum(c.nbytes for c in cached.values()) / 2**20)
+        log.info("Cached %.1f MiB of decoded images", sum(c.nbytes for c in cached.values()) / 2**20)
         return {split: (cached[id(source)], idx) for split, (source, idx) in sources.items()}
 
     def _without_bad_images(self, sources: dict[str, tuple[SampleSource, list[int]]]) -> dict:
@@ -389,7 +422,9 @@ class ImageClassificationDataModule(VisionDataModule):
             if isinstance(source, FileSource):
                 kept = [i for i in indices if source.paths[i] in good]
                 if not kept:
-                    raise InputError(f"the {split} set has no readable images left after skipping unreadable ones")
+                    raise InputError(
+                        f"the {split} set has no readable images left after skipping unreadable ones"
+                    )
                 sources[split] = (source, kept)
         return sources
 

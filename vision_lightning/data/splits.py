@@ -26,7 +26,9 @@ def _by_class(keys: Sequence[Hashable], seed: int) -> list[list[int]]:
     return ordered
 
 
-def stratified_split(keys: Sequence[Hashable], fraction: float, seed: int = 42) -> tuple[list[int], list[int]]:
+def stratified_split(
+    keys: Sequence[Hashable], fraction: float, seed: int = 42
+) -> tuple[list[int], list[int]]:
     """(train, validation) indices with about `fraction` of every class in validation."""
     if not 0.0 < fraction < 1.0:
         raise InputError(f"val_split must be between 0 and 1, got {fraction}")
@@ -38,7 +40,9 @@ def stratified_split(keys: Sequence[Hashable], fraction: float, seed: int = 42) 
         val += indices[:n_val]
         train += indices[n_val:]
     if not train or not val:
-        raise InputError(f"cannot split {len(keys)} samples into training and validation (val_split={fraction})")
+        raise InputError(
+            f"cannot split {len(keys)} samples into training and validation (val_split={fraction})"
+        )
     return sorted(train), sorted(val)
 
 

@@ -72,10 +72,17 @@ class SyntheticShapes:
     """`num_samples` shapes of `num_classes` kinds (at most 10) as an indexable data source."""
 
     def __init__(
-        self, num_samples: int = 1000, image_size: int = 64, num_classes: int = 4, channels: int = 3, seed: int = 0
+        self,
+        num_samples: int = 1000,
+        image_size: int = 64,
+        num_classes: int = 4,
+        channels: int = 3,
+        seed: int = 0,
     ) -> None:
         if not 2 <= num_classes <= len(SHAPE_NAMES):
-            raise InputError(f"synthetic shapes have 2 to {len(SHAPE_NAMES)} classes, got num_classes={num_classes}")
+            raise InputError(
+                f"synthetic shapes have 2 to {len(SHAPE_NAMES)} classes, got num_classes={num_classes}"
+            )
         if image_size < 8:
             raise InputError(f"synthetic image_size must be at least 8 pixels, got {image_size}")
         self.num_samples, self.image_size, self.num_classes = num_samples, image_size, num_classes
@@ -93,7 +100,9 @@ class SyntheticShapes:
     @property
     def labels(self) -> list[int]:
         """Every sample's class, cheaply: the class is the first draw of the sample's generator."""
-        return [int(np.random.default_rng([self.seed, i]).integers(self.num_classes)) for i in range(len(self))]
+        return [
+            int(np.random.default_rng([self.seed, i]).integers(self.num_classes)) for i in range(len(self))
+        ]
 
 
 def write_image_folder(

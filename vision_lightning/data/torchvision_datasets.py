@@ -93,7 +93,11 @@ class TorchvisionSource:
     def load(self, index: int) -> tuple[np.ndarray, int, str]:
         image, label = self.dataset[index]
         array = np.asarray(image.convert("L" if self.channels == 1 else "RGB"))
-        return (array[..., None] if self.channels == 1 else array), int(label), f"{self.name}/{self.split}/{index:06d}"
+        return (
+            (array[..., None] if self.channels == 1 else array),
+            int(label),
+            f"{self.name}/{self.split}/{index:06d}",
+        )
 
     @property
     def labels(self) -> list[int]:

@@ -66,7 +66,11 @@ def resolve_backbone_name(name: str) -> tuple[str, str]:
         return "timm", model
     known = list(dict.fromkeys([*CLASSIC_NETS, *sorted(_torchvision_names()), *sorted(_timm_names())]))
     close = difflib.get_close_matches(model, known, n=4, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see vision_lightning.models.available_backbones()"
+    hint = (
+        f"; did you mean {', '.join(close)}?"
+        if close
+        else "; see vision_lightning.models.available_backbones()"
+    )
     if source not in ("", "classic", "timm", "torchvision"):
         hint = "; prefixes are 'timm:' and 'torchvision:'"
     raise InputError(f"unknown backbone {name!r}{hint}")
@@ -100,7 +104,9 @@ def _adapt_first_conv(model: nn.Module, in_channels: int) -> None:
 
 def _cut_torchvision(model: nn.Module, name: str, cut: Cut) -> int:
     """Replace the classifier of a torchvision model by Identity; return the feature size."""
-    attribute = next((a for a in CLASSIFIER_ATTRIBUTES if isinstance(getattr(model, a, None), nn.Module)), None)
+    attribute = next(
+        (a for a in CLASSIFIER_ATTRIBUTES if isinstance(getattr(model, a, None), nn.Module)), None
+    )
     if attribute is None:
         raise InputError(f"backbone {name!r}: torchvision model has no fc/classifier/head to replace")
     classifier = getattr(model, attribute)
@@ -147,7 +153,9 @@ def create_backbone(
         in_channels = 3 if in_channels is None else in_channels
     if source == "timm":
         try:
-            backbone = timm.create_model(model_name, pretrained=pretrained, num_classes=0, in_chans=in_channels)
+            backbone = timm.create_model(
+                model_name, pretrained=pretrained, num_classes=0, in_chans=in_channels
+            )
         except Exception as error:  # noqa: BLE001
             if pretrained:
                 raise _download_error(name, error) from None

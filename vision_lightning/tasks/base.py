@@ -41,7 +41,9 @@ class BaseTask(pl.LightningModule):
         # aside for configure_models; everything else is saved so load_from_checkpoint(path) works.
         frame = inspect.currentframe().f_back
         self.init_modules = {
-            k: v for k, v in frame.f_locals.items() if isinstance(v, nn.Module) and k not in ("self", "__class__")
+            k: v
+            for k, v in frame.f_locals.items()
+            if isinstance(v, nn.Module) and k not in ("self", "__class__")
         }
         self.save_hyperparameters(ignore=list(self.init_modules), frame=frame)
         self.configure_models()
@@ -94,7 +96,9 @@ class BaseTask(pl.LightningModule):
         hp = self.hparams
         groups = [g for g in self.parameter_groups() if g["params"]]
         optimizer = build_optimizer(groups, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.nesterov)
-        scheduler = build_scheduler(optimizer, hp.scheduler, hp.scheduler_args, self.trainer, hp.warmup_epochs, self.monitor)
+        scheduler = build_scheduler(
+            optimizer, hp.scheduler, hp.scheduler_args, self.trainer, hp.warmup_epochs, self.monitor
+        )
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
 
     # ---------------------------------------------------------------- checkpoints

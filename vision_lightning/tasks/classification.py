@@ -54,7 +54,9 @@ def _feature_size(backbone: nn.Module, in_channels: int) -> int:
         features = backbone(torch.zeros(1, in_channels, 224, 224))
     backbone.train(was_training)
     if features.ndim != 2:
-        raise InputError(f"the backbone module returns {features.ndim}-D features; it must return pooled (N, C) features")
+        raise InputError(
+            f"the backbone module returns {features.ndim}-D features; it must return pooled (N, C) features"
+        )
     return features.shape[1]
 
 
@@ -105,11 +107,21 @@ class ClassifierModule(BaseTask):
         if label_mode not in ("multiclass", "binary", "multilabel", "soft"):
             raise InputError(f"label_mode must be multiclass, binary, multilabel or soft, got {label_mode!r}")
         if num_classes < 2:
-            raise InputError(f"num_classes must be at least 2 (binary uses 2 classes and one logit), got {num_classes}")
+            raise InputError(
+                f"num_classes must be at least 2 (binary uses 2 classes and one logit), got {num_classes}"
+            )
         if class_names is not None and len(class_names) != num_classes:
             raise InputError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
         super().__init__(
-            optimizer, lr, weight_decay, momentum, nesterov, scheduler, scheduler_args, warmup_epochs, freeze_backbone
+            optimizer,
+            lr,
+            weight_decay,
+            momentum,
+            nesterov,
+            scheduler,
+            scheduler_args,
+            warmup_epochs,
+            freeze_backbone,
         )
 
     @property
@@ -123,7 +135,9 @@ class ClassifierModule(BaseTask):
             self.backbone = self.init_modules.pop("backbone")
             num_features = _feature_size(self.backbone, hp.in_channels or 3)
         else:
-            self.backbone, num_features = create_backbone(hp.backbone, hp.pretrained, hp.in_channels, hp.cut, hp.weights)
+            self.backbone, num_features = create_backbone(
+                hp.backbone, hp.pretrained, hp.in_channels, hp.cut, hp.weights
+            )
         outputs = 1 if hp.label_mode == "binary" else hp.num_classes
         self.head = build_head(hp.head, num_features, outputs, hp.head_hidden, tuple(hp.head_dropout))
 
@@ -145,9 +159,14 @@ class ClassifierModule(BaseTask):
                 "auroc": MultilabelAUROC(n, average="macro"),
             }
         else:
-            metrics = {"acc": Accuracy(task="multiclass", num_classes=n), "f1_macro": F1Score(task="multiclass", num_classes=n, average="macro")}
+            metrics = {
+                "acc": Accuracy(task="multiclass", num_classes=n),
+                "f1_macro": F1Score(task="multiclass", num_classes=n, average="macro"),
+            }
             if n > self.hparams.top_k:
-                metrics[f"top{self.hparams.top_k}_acc"] = Accuracy(task="multiclass", num_classes=n, top_k=self.hparams.top_k)
+                metrics[f"top{self.hparams.top_k}_acc"] = Accuracy(
+                    task="multiclass", num_classes=n, top_k=self.hparams.top_k
+                )
             if mode == "soft":
                 metrics["auroc"] = AUROC(task="multiclass", num_classes=n, average="macro")
         collection = MetricCollection(metrics)
@@ -193,9 +212,13 @@ class ClassifierModule(BaseTask):
     def _check_targets(self, target: Tensor) -> None:
         mode, n = self.hparams.label_mode, self.hparams.num_classes
         if mode in ("multiclass", "binary") and target.numel() and (target.min() < 0 or target.max() >= n):
-            raise InputError(f"labels must be class ids 0..{n - 1} (num_classes={n}), got {sorted(set(target.tolist()))[-3:]}")
+            raise InputError(
+                f"labels must be class ids 0..{n - 1} (num_classes={n}), got {sorted(set(target.tolist()))[-3:]}"
+            )
         if mode in ("multilabel", "soft") and (target.ndim != 2 or target.shape[1] != n):
-            raise InputError(f"label_mode {mode} needs label rows of {n} values, got shape {list(target.shape)}")
+            raise InputError(
+                f"label_mode {mode} needs label rows of {n} values, got shape {list(target.shape)}"
+            )
 
     # ---------------------------------------------------------------- steps
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, Tensor]:
@@ -203,11 +226,30 @@ class ClassifierModule(BaseTask):
         self._check_targets(target)
         logits = self(images)
         loss = self._loss(logits, target)
-        metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(*self._metric_inputs(logits, target))
-        self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(images))
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(images))
+        getattr(self, f"{stage}_metrics").update(*self._metric_inputs(logits, target))
+        self.log(
+            f"{stage}_loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(images),
+        )
         return loss, logits
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        """Metrics are updated every step but logged once per epoch: handing Lightning the
+        MetricCollection on every step costs milliseconds per step for the same figures."""
+        metrics = getattr(self, f"{stage}_metrics")
+        if any(metric.update_count for metric in metrics.values()):
+            self.log_dict(metrics.compute(), prog_bar=stage != "train")
+        metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")[0]
@@ -215,10 +257,16 @@ class ClassifierModule(BaseTask):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         _, logits = self._shared_step(batch, "val")
         if self.val_confusion is not None:
-            self.val_confusion.update(self.probabilities(logits).argmax(dim=1), self._metric_inputs(logits, batch["label"])[1])
+            self.val_confusion.update(
+                self.probabilities(logits).argmax(dim=1), self._metric_inputs(logits, batch["label"])[1]
+            )
         if batch_idx == 0 and self.hparams.log_images:
             n = self.hparams.log_images
-            self._samples = {"image": batch["image"][:n].cpu(), "label": batch["label"][:n].cpu(), "logits": logits[:n].cpu()}
+            self._samples = {
+                "image": batch["image"][:n].cpu(),
+                "label": batch["label"][:n].cpu(),
+                "logits": logits[:n].cpu(),
+            }
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "test")
@@ -236,6 +284,7 @@ class ClassifierModule(BaseTask):
         return names[int(values)]
 
     def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
         if self.trainer.sanity_checking:
             self._samples = {}
             if self.val_confusion is not None:
@@ -248,7 +297,9 @@ class ClassifierModule(BaseTask):
             truth = [self._label_text(t) for t in samples["label"]]
             guess = [self._label_text(p) for p in predicted]
             datamodule = getattr(self.trainer, "datamodule", None)
-            images = to_uint8_images(samples["image"], getattr(datamodule, "mean", None), getattr(datamodule, "std", None))
+            images = to_uint8_images(
+                samples["image"], getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
+            )
             captions = [f"true: {t}\npred: {p}" for t, p in zip(truth, guess)]
             colours = [GREEN if t == p else RED for t, p in zip(truth, guess)]
             log_image(self.trainer, "val/samples", captioned_grid(images, captions, colours))

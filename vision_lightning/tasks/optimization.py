@@ -31,7 +31,9 @@ def build_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(param_groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+        return torch.optim.SGD(
+            param_groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
+        )
     if name == "rmsprop":
         return torch.optim.RMSprop(param_groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise InputError(f"optimizer must be adam, adamw, sgd or rmsprop, got {name!r}")
@@ -61,7 +63,9 @@ def build_scheduler(
     """A Lightning `lr_scheduler` config dict, or None; `args` go to the torch scheduler."""
     args = dict(args or {})
     if warmup_epochs and name != "cosine":
-        raise InputError(f"warmup_epochs works with scheduler: cosine, not {name!r} (onecycle warms up itself)")
+        raise InputError(
+            f"warmup_epochs works with scheduler: cosine, not {name!r} (onecycle warms up itself)"
+        )
     if name is None:
         return None
     if name in ("cosine", "onecycle"):
@@ -88,7 +92,9 @@ def build_scheduler(
         "plateau": torch.optim.lr_scheduler.ReduceLROnPlateau,
     }
     if name not in classes:
-        raise InputError(f"scheduler must be step, multistep, exponential, cosine, onecycle or plateau, got {name!r}")
+        raise InputError(
+            f"scheduler must be step, multistep, exponential, cosine, onecycle or plateau, got {name!r}"
+        )
     try:
         scheduler = classes[name](optimizer, **args)
     except TypeError as error:

@@ -23,4 +23,6 @@ def log_image(trainer: pl.Trainer, tag: str, image: np.ndarray) -> None:
             logger.log_image(key=tag, images=[image], step=step)
         elif not isinstance(logger, DummyLogger) and type(logger).__name__ not in _warned:
             _warned.add(type(logger).__name__)
-            log.warning("%s cannot store images; %s and other image logs are not written", type(logger).__name__, tag)
+            log.warning(
+                "%s cannot store images; %s and other image logs are not written", type(logger).__name__, tag
+            )

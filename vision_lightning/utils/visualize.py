@@ -52,12 +52,16 @@ def captioned_grid(
     caption_h, pad = 28, 4
     columns = min(columns, count)
     rows = -(-count // columns)
-    canvas = Image.new("RGB", (columns * (tile_w + pad) + pad, rows * (tile_h + caption_h + pad) + pad), (20, 20, 20))
+    canvas = Image.new(
+        "RGB", (columns * (tile_w + pad) + pad, rows * (tile_h + caption_h + pad) + pad), (20, 20, 20)
+    )
     draw, font = ImageDraw.Draw(canvas), _font()
     for i in range(count):
         x = pad + (i % columns) * (tile_w + pad)
         y = pad + (i // columns) * (tile_h + caption_h + pad)
-        draw.multiline_text((x + 2, y + 1), captions[i], fill=colours[i] if colours else WHITE, font=font, spacing=2)
+        draw.multiline_text(
+            (x + 2, y + 1), captions[i], fill=colours[i] if colours else WHITE, font=font, spacing=2
+        )
         tile = Image.fromarray(images[i]).resize((tile_w, tile_h), Image.NEAREST)
         canvas.paste(tile, (x, y + caption_h))
     return np.asarray(canvas)

@@ -80,7 +80,8 @@ def check_compatible(
         problems.append("no key matches this model")
     if problems:
         raise InputError(
-            f"{source} does not fit this model (was it trained with another architecture?): " + "; ".join(problems)
+            f"{source} does not fit this model (was it trained with another architecture?): "
+            + "; ".join(problems)
         )
 
 
