@@ -22,7 +22,7 @@ quickstart: install
 	$(PY) -m vision_lightning fit --config configs/quickstart/classification.yaml \
 		--trainer.default_root_dir $(QUICKSTART_RUN) --checkpoint.dirpath $(QUICKSTART_RUN)/checkpoints
 	$(PY) -m vision_lightning predict --config configs/quickstart/classification.yaml \
-		--trainer.default_root_dir $(QUICKSTART_RUN) \
+		--trainer.default_root_dir $(QUICKSTART_RUN) --trainer.logger false \
 		--ckpt_path $(QUICKSTART_RUN)/checkpoints/last.ckpt \
 		--prediction_writer.output_dir $(QUICKSTART_RUN)/predictions
 	@echo "TensorBoard: $(VENV)/bin/tensorboard --logdir $(QUICKSTART_RUN)"
