@@ -177,10 +177,10 @@ def test_bad_arguments():
 def test_labels_outside_num_classes():
     model = ClassifierModule("lenet5", num_classes=4)
     batch = {"image": torch.randn(3, 3, 32, 32), "label": torch.tensor([0, 7, 2])}
-    with pytest.raises(InputError, match=r"0\.\.3 \(num_classes=4\), got \[0, 2, 7\]"):
+    with pytest.raises(InputError, match=r"0\.\.3 \(num_classes=4\), got \[7\]$"):
         model.training_step(batch, 0)
     batch["label"] = torch.tensor([0, -1, 2])
-    with pytest.raises(InputError, match=r"num_classes=4"):
+    with pytest.raises(InputError, match=r"num_classes=4\), got \[-1\]$"):
         model.training_step(batch, 0)
 
 

@@ -212,21 +212,22 @@ class ClassifierModule(BaseTask):
     def _check_targets(self, target: Tensor) -> None:
         mode, n = self.hparams.label_mode, self.hparams.num_classes
         if mode in ("multiclass", "binary") and target.numel() and (target.min() < 0 or target.max() >= n):
-            raise InputError(
-                f"labels must be class ids 0..{n - 1} (num_classes={n}), got {sorted(set(target.tolist()))[-3:]}"
-            )
+            bad = target[(target < 0) | (target >= n)].unique().tolist()[:5]
+            raise InputError(f"labels must be class ids 0..{n - 1} (num_classes={n}), got {bad}")
         if mode in ("multilabel", "soft") and (target.ndim != 2 or target.shape[1] != n):
             raise InputError(
                 f"label_mode {mode} needs label rows of {n} values, got shape {list(target.shape)}"
             )
 
     # ---------------------------------------------------------------- steps
-    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, Tensor]:
+    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(loss, logits, metric predictions, metric targets) of one batch; logs the loss."""
         images, target = batch["image"], batch["label"]
         self._check_targets(target)
         logits = self(images)
         loss = self._loss(logits, target)
-        getattr(self, f"{stage}_metrics").update(*self._metric_inputs(logits, target))
+        predictions, metric_target = self._metric_inputs(logits, target)
+        getattr(self, f"{stage}_metrics").update(predictions, metric_target)
         self.log(
             f"{stage}_loss",
             loss,
@@ -235,7 +236,7 @@ class ClassifierModule(BaseTask):
             prog_bar=True,
             batch_size=len(images),
         )
-        return loss, logits
+        return loss, logits, predictions, metric_target
 
     def _log_epoch_metrics(self, stage: str) -> None:
         """Metrics are updated every step but logged once per epoch: handing Lightning the
@@ -255,11 +256,10 @@ class ClassifierModule(BaseTask):
         return self._shared_step(batch, "train")[0]
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        _, logits = self._shared_step(batch, "val")
-        if self.val_confusion is not None:
-            self.val_confusion.update(
-                self.probabilities(logits).argmax(dim=1), self._metric_inputs(logits, batch["label"])[1]
-            )
+        _, logits, predictions, target = self._shared_step(batch, "val")
+        if self.val_confusion is not None:  # binary predictions are P(positive), the others rows
+            classes = predictions.argmax(dim=1) if predictions.ndim == 2 else (predictions > 0.5).long()
+            self.val_confusion.update(classes, target)
         if batch_idx == 0 and self.hparams.log_images:
             n = self.hparams.log_images
             self._samples = {
