@@ -328,8 +328,9 @@ def test_checkpoint_of_another_architecture(tmp_path):
     assert "another architecture" in message
     assert "backbone='lenet5'" in message and "'cifar_lenet'" in message
 
-    with pytest.raises(InputError, match=r"backbone='lenet5'.*another architecture"):
+    with pytest.raises(InputError, match=r"backbone='lenet5'.*another architecture") as info:
         trainer().validate(other, dm, ckpt_path=path, verbose=False)
+    assert f"checkpoint {path} trained with" in str(info.value)  # the Trainer names the file
     with pytest.raises(InputError, match="another architecture"):
         ClassifierModule.load_from_checkpoint(path, backbone="cifar_lenet")
 

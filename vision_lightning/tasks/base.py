@@ -112,5 +112,7 @@ class BaseTask(pl.LightningModule):
             for key in ("backbone", "arch", "encoder", "num_classes", "label_mode", "head")
             if key in trained and key in self.hparams and trained[key] != self.hparams[key]
         ]
-        source = "checkpoint" + (f" trained with {', '.join(differences)}" if differences else "")
+        path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+        source = f"checkpoint {path}" if path else "checkpoint"
+        source += f" trained with {', '.join(differences)}" if differences else ""
         check_compatible(self, state_dict, source, strict=self.strict_loading)
