@@ -402,3 +402,17 @@ def test_weights_file_that_is_not_a_state_dict(tmp_path):
     torch.save(torch.zeros(3), tensor)
     with pytest.raises(InputError, match="does not hold a state dict"):
         create_backbone("lenet5", weights=str(tensor))
+
+
+def test_full_torchvision_file_loads_into_a_backbone_that_keeps_hidden_classifier_layers(tmp_path):
+    """cut='last' keeps AlexNet's hidden classifier layers: a torchvision file fills them, and only
+    the final Linear, which the backbone no longer has, is ignored."""
+    original = torchvision.models.alexnet()
+    path = tmp_path / "alexnet.pth"
+    torch.save(original.state_dict(), path)
+    backbone, features = create_backbone("alexnet", weights=str(path))
+    assert features == 4096
+    loaded = backbone.state_dict()
+    assert "classifier.6.weight" not in loaded
+    for key in ("features.0.weight", "classifier.1.weight", "classifier.4.bias"):
+        assert torch.equal(loaded[key], original.state_dict()[key]), key

@@ -95,12 +95,14 @@ def load_weights(
     """Load the state dict at `path` into `model` and report what was loaded.
 
     `prefix` selects a sub-module of the file (`"backbone."` takes a task checkpoint's backbone);
-    keys starting with anything in `ignore` (an original classifier, say) are dropped with a note.
+    keys starting with anything in `ignore` that the model lacks (the final layer of an original
+    classifier, say) are dropped with a note; those the model has are loaded as usual.
     """
     state_dict = read_state_dict(path)
     if prefix and any(k.startswith(prefix) for k in state_dict):
         state_dict = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    dropped = [k for k in state_dict if k.startswith(ignore)] if ignore else []
+    own = model.state_dict()
+    dropped = {k for k in state_dict if k.startswith(ignore) and k not in own} if ignore else set()
     state_dict = {k: v for k, v in state_dict.items() if k not in dropped}
     check_compatible(model, state_dict, f"weights file {path}", strict=strict)
     result = model.load_state_dict(state_dict, strict=strict)
@@ -108,7 +110,7 @@ def load_weights(
         "Loaded %d tensors from %s%s%s%s",
         len(state_dict) - len(result.unexpected_keys),
         path,
-        f"; ignored {_sample(dropped)}" if dropped else "",
+        f"; ignored {_sample(sorted(dropped))}" if dropped else "",
         f"; missing {_sample(result.missing_keys)}" if result.missing_keys else "",
         f"; unexpected {_sample(result.unexpected_keys)}" if result.unexpected_keys else "",
     )
