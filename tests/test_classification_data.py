@@ -744,3 +744,22 @@ def test_cache_images_gives_the_same_batches_without_rereading(tmp_path, monkeyp
     image_a = plain.val_dataloader().dataset[0]["image"]
     image_b = cached.val_dataloader().dataset[0]["image"]
     assert torch.equal(image_a, image_b)
+
+
+def test_cache_decodes_a_shared_source_once(tmp_path, monkeypatch):
+    """Train and validation split one folder: each file is decoded once, not once per split."""
+    root = tmp_path / "data"
+    paths = write_image_folder(root, per_class=4, num_classes=2, image_size=SIZE)
+    import vision_lightning.data.datasets as datasets
+
+    reads = Counter()
+    real_read = datasets.read_image
+
+    def counting_read(path, channels=3):
+        reads[path] += 1
+        return real_read(path, channels)
+
+    monkeypatch.setattr(datasets, "read_image", counting_read)
+    module(source="folder", root=str(root), cache_images=True).setup()
+    assert sorted(reads) == sorted(str(p) for p in paths)
+    assert set(reads.values()) == {1}

@@ -77,6 +77,11 @@ def _scan_image_folder(
     return paths, labels, class_names
 
 
+def _whole(source: SampleSource) -> tuple[SampleSource, list[int]]:
+    """A split made of every sample of `source`."""
+    return source, list(range(len(source)))
+
+
 def _int_or_none(value: str) -> int | None:
     try:
         return int(float(value)) if float(value).is_integer() else None
@@ -316,7 +321,7 @@ class ImageClassificationDataModule(VisionDataModule):
             sources = self._split(SyntheticSource(shapes), shapes.labels)
             test = SyntheticShapes(max(self.synthetic_samples // 4, 1), size, self.num_classes, self.channels,
                                    seed=self.split_seed + 1)  # fmt: skip
-            sources["test"] = (SyntheticSource(test, "synthetic_test"), list(range(len(test))))
+            sources["test"] = _whole(SyntheticSource(test, "synthetic_test"))
             return sources
         if self.source == "torchvision":
             spec = torchvision_spec(self.dataset)
@@ -327,38 +332,26 @@ class ImageClassificationDataModule(VisionDataModule):
                 return TorchvisionSource(dataset, self.dataset, name, self.channels)
 
             train = split(spec.splits[0])
-            sources = (
-                {"train": (train, list(range(len(train))))}
-                if "val" in spec.splits
-                else self._split(train, train.labels)
-            )
             if "val" in spec.splits:
-                val = split("val")
-                sources["val"] = (val, list(range(len(val))))
-            test = split(spec.splits[-1])
-            sources["test"] = (test, list(range(len(test))))
+                sources = {"train": _whole(train), "val": _whole(split("val"))}
+            else:
+                sources = self._split(train, train.labels)
+            sources["test"] = _whole(split(spec.splits[-1]))
             return sources
         if self.source == "folder":
-            train_dir = _find_split_folder(self.root, "train") or self.root
-            paths, labels, _ = _scan_image_folder(train_dir, self.class_names)
-            train = FileSource(paths, labels, self.channels)
-            val_dir = _find_split_folder(self.root, "val")
+
+            def folder(directory: Path) -> FileSource:
+                paths, labels, _ = _scan_image_folder(directory, self.class_names)
+                return FileSource(paths, labels, self.channels)
+
+            train = folder(_find_split_folder(self.root, "train") or self.root)
+            val_dir, test_dir = _find_split_folder(self.root, "val"), _find_split_folder(self.root, "test")
             if val_dir is not None:
-                sources = {"train": (train, list(range(len(train))))}
-                val_paths, val_labels, _ = _scan_image_folder(val_dir, self.class_names)
-                sources["val"] = (
-                    FileSource(val_paths, val_labels, self.channels),
-                    list(range(len(val_paths))),
-                )
+                sources = {"train": _whole(train), "val": _whole(folder(val_dir))}
             else:
-                sources = self._split(train, labels)
-            test_dir = _find_split_folder(self.root, "test")
+                sources = self._split(train, train.targets)
             if test_dir is not None:
-                test_paths, test_labels, _ = _scan_image_folder(test_dir, self.class_names)
-                sources["test"] = (
-                    FileSource(test_paths, test_labels, self.channels),
-                    list(range(len(test_paths))),
-                )
+                sources["test"] = _whole(folder(test_dir))
             return sources
         # csv
         train, rows = self._csv_source(self.csv_path)
@@ -377,8 +370,7 @@ class ImageClassificationDataModule(VisionDataModule):
         else:
             sources = self._split(train, train.targets)
         if self.test_csv:
-            test, _ = self._csv_source(self.test_csv)
-            sources["test"] = (test, list(range(len(test))))
+            sources["test"] = _whole(self._csv_source(self.test_csv)[0])
         return sources
 
     # ----------------------------------------------------------------- Lightning hooks
@@ -403,10 +395,12 @@ class ImageClassificationDataModule(VisionDataModule):
     @staticmethod
     def _cached(sources: dict[str, tuple[SampleSource, list[int]]]) -> dict:
         """Each distinct source decoded once (train and val often share one source)."""
+        distinct: dict[int, SampleSource] = {}
         indices: dict[int, set[int]] = {}
         for source, split_indices in sources.values():
+            distinct[id(source)] = source
             indices.setdefault(id(source), set()).update(split_indices)
-        cached = {id(s): CachedSource(s, sorted(indices[id(s)])) for s, _ in sources.values()}
+        cached = {key: CachedSource(source, sorted(indices[key])) for key, source in distinct.items()}
         log.info("Cached %.1f MiB of decoded images", sum(c.nbytes for c in cached.values()) / 2**20)
         return {split: (cached[id(source)], idx) for split, (source, idx) in sources.items()}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -87,8 +88,6 @@ class CachedSource:
     """
 
     def __init__(self, source: SampleSource, indices: Sequence[int], workers: int = 8) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         self.source = source
         unique = sorted(set(indices))
         with ThreadPoolExecutor(max_workers=workers) as pool:
