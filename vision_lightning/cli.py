@@ -2,7 +2,7 @@
 
 - model and data in subclass mode (`class_path: vision_lightning.ClassifierModule`);
 - data-defined arguments linked into the model, so nobody writes them twice: `num_classes`,
-  `class_names`, `label_mode`, and `channels` -> `in_channels` (Lightning #9473, #17275);
+  `class_names`, `label_mode`, `mode`, `ignore_index`, and `channels` -> `in_channels` (Lightning #9473, #17275);
   a link whose target the chosen model lacks is skipped;
 - always on: checkpointing (`--checkpoint.*`, best by `val_loss` plus `last.ckpt` for resuming),
   learning-rate monitoring (`--lr_monitor.*`) and prediction files (`--prediction_writer.output_dir`);
@@ -29,6 +29,8 @@ DATA_TO_MODEL_LINKS = {
     "class_names": "class_names",
     "label_mode": "label_mode",
     "channels": "in_channels",
+    "mode": "mode",
+    "ignore_index": "ignore_index",
 }
 
 

@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import lightning.pytorch as pl
+import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
+from PIL import Image
+
+from vision_lightning.utils.rle import rle_encode
 
 log = logging.getLogger(__name__)
 
@@ -79,3 +83,81 @@ class PredictionWriter(BasePredictionWriter):
             self._sink = None
             log.info("Predictions written to %s", path)
             print(f"Predictions written to {path}")
+
+
+class MaskSink:
+    """One PNG per predicted image under `output_dir/masks/` and, when `rle_format` is set, an RLE CSV.
+
+    PNGs hold class ids for multiclass and 0/255 for binary; multilabel writes one 0/255 PNG per
+    class (`<name>_<class>.png`). The CSV (`masks.csv`) has a row per image for binary masks and a
+    row per image and class (background excepted for multiclass) otherwise, empty masks included.
+    """
+
+    def __init__(
+        self,
+        output_dir: Path,
+        suffix: str,
+        mode: str,
+        class_names: Sequence[str],
+        rle_format: str | None = None,
+        rle_order: str = "F",
+    ) -> None:
+        self.folder = output_dir / "masks"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.mode, self.class_names = mode, list(class_names)
+        self.rle_format, self.rle_order = rle_format, rle_order
+        self._names: set[str] = set()
+        self._csv = None
+        if rle_format:
+            header = ["id", "rle"] if mode == "binary" else ["id", "class", "rle"]
+            self._csv = CsvSink(output_dir / f"masks{suffix}.csv", header, self._rows)
+        self.count = 0
+
+    def _name(self, path: str) -> str:
+        """The input's file stem; an input whose stem was already written gets its folder's name too."""
+        source = Path(path)
+        name = source.stem
+        if name in self._names:
+            name = f"{source.parent.name}_{name}"
+        while name in self._names:
+            name += "_"
+        self._names.add(name)
+        return name
+
+    @staticmethod
+    def _save_png(array: np.ndarray, path: Path) -> None:
+        partial = path.with_name(path.name + ".partial")
+        image = Image.fromarray(array.astype(np.uint8 if array.max(initial=0) < 256 else np.uint16))
+        image.save(partial, format="PNG")
+        partial.replace(path)
+
+    def _rows(self, outputs: list[tuple[str, np.ndarray]]):
+        for name, mask in outputs:
+            if self.mode == "binary":
+                yield [name, rle_encode(mask, self.rle_format, self.rle_order)]
+            elif self.mode == "multiclass":
+                for class_id in range(1, len(self.class_names)):
+                    rle = rle_encode(mask == class_id, self.rle_format, self.rle_order)
+                    yield [name, self.class_names[class_id], rle]
+            else:
+                for class_id, class_name in enumerate(self.class_names):
+                    yield [name, class_name, rle_encode(mask[class_id], self.rle_format, self.rle_order)]
+
+    def write(self, outputs: dict[str, Any]) -> None:
+        written = []
+        for path, mask in zip(outputs["path"], outputs["masks"]):
+            name = self._name(path)
+            if self.mode == "multilabel":
+                for class_id, class_name in enumerate(self.class_names):
+                    self._save_png(mask[class_id] * 255, self.folder / f"{name}_{class_name}.png")
+            else:
+                self._save_png(mask * 255 if self.mode == "binary" else mask, self.folder / f"{name}.png")
+            written.append((name, mask))
+            self.count += 1
+        if self._csv is not None:
+            self._csv.write(written)
+
+    def close(self) -> Path:
+        if self._csv is not None:
+            self._csv.close()
+        return self.folder

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
 
+from vision_lightning.data.datasets import collate
 from vision_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vision_lightning.utils.errors import InputError
 
@@ -42,6 +43,7 @@ class VisionDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
+            collate_fn=collate,
             shuffle=train,
             # A last batch of one sample breaks BatchNorm in training; drop the ragged end then.
             drop_last=train and size > self.batch_size,

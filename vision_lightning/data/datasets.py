@@ -9,9 +9,10 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from vision_lightning.data.synthetic import SyntheticShapes
+from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.images import read_image
 
 
@@ -78,6 +79,36 @@ class TransformedDataset(Dataset):
         if target is not None:
             item[self.target_key] = torch.as_tensor(target)
         return item
+
+
+class SegmentationDataset(TransformedDataset):
+    """Image and mask transformed together: `{"image", "mask", "path", "size"}`, where `size` is the
+    original (height, width) that predictions are resized back to; no "mask" when unknown."""
+
+    def __init__(self, source: SampleSource, indices: Sequence[int] | None, transform: Callable) -> None:
+        super().__init__(source, indices, transform, target_key="mask")
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, mask, name = self.source.load(self.indices[index])
+        size = torch.tensor(image.shape[:2])
+        if mask is None:
+            return {"image": self.transform(image=image)["image"], "path": name, "size": size}
+        out = self.transform(image=image, mask=mask)
+        return {"image": out["image"], "mask": out["mask"], "path": name, "size": size}
+
+
+def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """`default_collate`, with a clear error when images of different sizes meet in one batch."""
+    try:
+        return default_collate(batch)
+    except RuntimeError as error:
+        if "equal size" not in str(error):
+            raise
+        sizes = ", ".join(f"{item['path']} {tuple(item['image'].shape[1:])}" for item in batch[:4])
+        raise InputError(
+            f"images of different sizes cannot share a batch ({sizes}): resize them (image_size, "
+            "crop: false) or set batch_size 1 for whole-image evaluation"
+        ) from None
 
 
 class CachedSource:

@@ -46,6 +46,24 @@ def stratified_split(
     return sorted(train), sorted(val)
 
 
+def group_split(groups: Sequence[Hashable], fraction: float, seed: int = 42) -> tuple[list[int], list[int]]:
+    """(train, validation) indices with about `fraction` of the *groups* in validation, so no group
+    (a car photographed from 16 angles, a patient) lands in both sets. Distinct groups split randomly."""
+    if not 0.0 < fraction < 1.0:
+        raise InputError(f"val_split must be between 0 and 1, got {fraction}")
+    unique = sorted(set(groups), key=repr)
+    if len(unique) < 2:
+        raise InputError(
+            f"cannot split {len(groups)} samples of {len(unique)} group(s) into training and validation"
+        )
+    order = np.random.default_rng(seed).permutation(len(unique))
+    n_val = min(max(int(round(len(unique) * fraction)), 1), len(unique) - 1)
+    val_groups = {unique[i] for i in order[:n_val]}
+    val = [i for i, g in enumerate(groups) if g in val_groups]
+    train = [i for i, g in enumerate(groups) if g not in val_groups]
+    return train, val
+
+
 def stratified_folds(keys: Sequence[Hashable], k: int = 5, seed: int = 42) -> list[int]:
     """The fold (0..k-1) of every sample; each class is dealt round-robin after a seeded shuffle."""
     if k < 2:

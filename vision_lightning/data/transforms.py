@@ -32,13 +32,19 @@ def build_transform(
     mean: Sequence[float] | None = IMAGENET_MEAN,
     std: Sequence[float] | None = IMAGENET_STD,
     channels: int = 3,
+    geometry: Sequence[A.BasicTransform] | None = None,
 ) -> A.Compose:
     """Resize (or shorter side to `resize`, then centre crop), augment, normalise, to a CHW tensor.
 
     `mean`/`std` of None only scales pixels to [0, 1] (the seeds' MNIST/CIFAR `ToTensor()`).
+    `geometry` replaces the resizing steps (segmentation's random crops, or nothing for whole
+    images). A mask passed along (`transform(image=..., mask=...)`) follows every geometric step
+    with nearest-neighbour sampling and comes out as a tensor, channels first when it has any.
     """
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    if resize:
+    if geometry is not None:
+        steps = list(geometry)
+    elif resize:
         steps: list = [A.SmallestMaxSize(max_size=resize), A.CenterCrop(height=height, width=width)]
     else:
         steps = [A.Resize(height=height, width=width)]
@@ -48,5 +54,5 @@ def build_transform(
         steps.append(A.ToFloat(max_value=255.0))
     else:
         steps.append(A.Normalize(mean=mean, std=std, max_pixel_value=255.0))
-    steps.append(ToTensorV2())
+    steps.append(ToTensorV2(transpose_mask=True))
     return A.Compose(steps)

@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 from torch import nn
 
 from vision_lightning.tasks.optimization import OptimizerName, SchedulerName, build_optimizer, build_scheduler
+from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.weights import check_compatible, strip_prefixes
 
 
@@ -34,7 +35,7 @@ class BaseTask(pl.LightningModule):
         scheduler: SchedulerName | None = None,
         scheduler_args: dict[str, Any] | None = None,
         warmup_epochs: float = 0,
-        freeze_backbone: bool = False,
+        freeze_backbone: bool | int = False,
     ) -> None:
         super().__init__()
         # Arguments given as ready modules (a backbone, say) are not hyperparameters: keep them
@@ -49,8 +50,10 @@ class BaseTask(pl.LightningModule):
         self.configure_models()
         self.configure_losses()
         self.configure_metrics()
-        if freeze_backbone:
+        if freeze_backbone is True:
             self.freeze_backbone()
+        elif freeze_backbone:  # an int: the backbone's first N children (seed 002)
+            self.freeze_backbone(children=int(freeze_backbone))
 
     def configure_models(self) -> None:
         raise NotImplementedError
@@ -66,20 +69,33 @@ class BaseTask(pl.LightningModule):
     def backbone_frozen(self) -> bool:
         return not any(p.requires_grad for p in self.backbone.parameters())
 
-    def freeze_backbone(self) -> None:
-        """Stop training the backbone: no gradients (its backward pass is skipped) and BatchNorm
-        statistics fixed, so it is an exact feature extractor."""
-        self.backbone.requires_grad_(False)
-        self.backbone.eval()
+    def freeze_backbone(self, children: int | None = None) -> None:
+        """Stop training the backbone, or its first `children` child modules: no gradients (their
+        backward pass is skipped) and BatchNorm statistics fixed, so they are exact feature extractors."""
+        parts = list(self.backbone.children()) if children is not None else [self.backbone]
+        if children is not None and not 0 < children <= len(parts):
+            raise InputError(f"freeze_backbone={children}: the backbone has {len(parts)} child modules")
+        for part in parts[:children]:
+            part.requires_grad_(False)
+            part.eval()
 
     def unfreeze_backbone(self) -> None:
         self.backbone.requires_grad_(True)
         self.backbone.train(self.training)
 
+    def _frozen_parts(self) -> list[nn.Module]:
+        if self.backbone_frozen:
+            return [self.backbone]
+        return [
+            child for child in self.backbone.children()
+            if any(True for _ in child.parameters()) and not any(p.requires_grad for p in child.parameters())
+        ]  # fmt: skip
+
     def train(self, mode: bool = True):
         super().train(mode)
-        if mode and self.backbone_frozen:
-            self.backbone.eval()
+        if mode:
+            for part in self._frozen_parts():
+                part.eval()
         return self
 
     # ---------------------------------------------------------------- optimisation

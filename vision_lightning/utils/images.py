@@ -93,3 +93,61 @@ def drop_bad_images(paths: Sequence[str | Path], on_bad: str, what: str) -> list
         raise InputError(f"{len(bad)} unreadable image(s) in {what}: {listing}")
     log.warning("Skipping %d unreadable image(s) in %s: %s", len(bad), what, listing)
     return [i for i, path in enumerate(paths) if str(path) not in bad]
+
+
+MASK_FORMATS = ("index", "nonzero", "scale255", "colors")
+
+
+def read_mask(
+    path: str | Path, mask_format: str = "index", colors: Sequence[Sequence[int]] | None = None
+) -> np.ndarray:
+    """Read a segmentation mask as HxW class ids (uint8, or int32 past 255 classes).
+
+    `mask_format` says how pixel values become classes:
+    - `index`: the value is the class id (palette PNGs give their palette indices);
+    - `nonzero`: any value >= 1 is class 1 (seed 000's pneumothorax masks);
+    - `scale255`: 0/255 masks, values >= 128 are class 1 (seed 003's ISBI labels; JPEG-safe);
+    - `colors`: RGB colours, `colors[k]` is the colour of class k (CamVid-style masks).
+    """
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            if mask_format == "colors":
+                array = np.asarray(image.convert("RGB"))
+            elif mode in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
+                array = np.asarray(image)  # palette indices / gray values as stored, not converted
+            else:
+                array = np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise MissingInputError(f"mask {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise InputError(f"mask {path} cannot be read: {error}") from None
+    if mask_format == "colors":
+        if not colors:
+            raise InputError("mask_format colors needs mask_colors: one [r, g, b] per class")
+        codes = array.astype(np.int32) @ np.array([65536, 256, 1], dtype=np.int32)
+        lookup = {r * 65536 + g * 256 + b: k for k, (r, g, b) in enumerate(colors)}
+        found = np.unique(codes)
+        unknown = [c for c in found.tolist() if c not in lookup]
+        if unknown:
+            shown = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255})" for c in unknown[:4])
+            raise InputError(f"mask {path} has colour(s) {shown} that are not in mask_colors")
+        classes = np.zeros(codes.shape, dtype=np.int32)
+        for code in found.tolist():
+            classes[codes == code] = lookup[code]
+        return classes.astype(np.uint8) if len(colors) <= 256 else classes
+    if array.ndim == 3:
+        if mask_format == "index" and not (array == array[..., :1]).all():
+            raise InputError(
+                f"mask {path} is a colour image; set mask_format: colors and list mask_colors, "
+                "or save masks as class-id or palette PNGs"
+            )
+        array = array.max(axis=2) if mask_format == "nonzero" else array[..., 0]
+    if mask_format == "nonzero":
+        return (array >= 1).astype(np.uint8)
+    if mask_format == "scale255":
+        return (array >= 128).astype(np.uint8)
+    if mask_format != "index":
+        raise InputError(f"mask_format must be one of {', '.join(MASK_FORMATS)}, got {mask_format!r}")
+    array = array.astype(np.uint8) if array.dtype == bool else array
+    return array.astype(np.int32) if array.max(initial=0) > 255 else array.astype(np.uint8)

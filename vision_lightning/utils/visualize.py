@@ -97,3 +97,21 @@ def confusion_matrix_image(matrix: np.ndarray, class_names: Sequence[str], cell:
             rotated = label.rotate(90, expand=True)
             canvas.paste(rotated, (margin + c * cell, 16))
     return np.asarray(canvas)
+
+
+def class_palette(num_classes: int) -> np.ndarray:
+    """A fixed colour per class (class 0, the background, black); distinct hues for the rest."""
+    colours = [(0, 0, 0), (255, 64, 64), (64, 200, 255), (255, 210, 0), (90, 220, 90), (200, 90, 255)]
+    rng = np.random.default_rng(0)
+    while len(colours) < num_classes:
+        colours.append(tuple(int(v) for v in rng.integers(40, 256, size=3)))
+    return np.array(colours[: max(num_classes, 1)], dtype=np.uint8)
+
+
+def mask_overlay(images: np.ndarray, masks: np.ndarray, num_classes: int, alpha: float = 0.5) -> np.ndarray:
+    """NHWC uint8 `images` with NHW class-id `masks` painted over them (background left clear)."""
+    palette = class_palette(max(num_classes, int(masks.max(initial=0)) + 1))
+    colour = palette[masks.clip(0, len(palette) - 1)].astype(np.float32)
+    painted = masks[..., None] > 0
+    blended = np.where(painted, (1 - alpha) * images + alpha * colour, images)
+    return blended.round().astype(np.uint8)

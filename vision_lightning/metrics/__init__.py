@@ -1,0 +1,3 @@
+from vision_lightning.metrics.segmentation import SegmentationScores
+
+__all__ = ["SegmentationScores"]

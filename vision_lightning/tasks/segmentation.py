@@ -1,0 +1,271 @@
+"""SegmentationModule: semantic segmentation with any smp architecture and encoder, or the seeds'
+classic U-Nets, in three modes.
+
+- `binary`: one logit plane, foreground where sigmoid >= `threshold` (seeds 000, 003, 004);
+- `multiclass`: one plane per class, softmax / argmax (seed 002's drone classes);
+- `multilabel`: one plane per class, each thresholded on its own (overlapping classes).
+
+The encoder is the backbone (frozen whole, or its first N children as seed 002 does); decoder and
+segmentation head are the head. Any image size works: the network's input is padded to what it
+accepts and the logits cropped back (`predict_same_size`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vision_lightning.callbacks.prediction_writer import MaskSink
+from vision_lightning.losses.segmentation import build_segmentation_loss
+from vision_lightning.metrics.segmentation import SegmentationScores
+from vision_lightning.models.segmentation import create_segmentation_model, predict_same_size
+from vision_lightning.tasks.base import BaseTask
+from vision_lightning.tasks.optimization import OptimizerName, SchedulerName
+from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.loggers import log_image
+from vision_lightning.utils.visualize import captioned_grid, mask_overlay, to_uint8_images
+
+SegmentationMode = Literal["binary", "multiclass", "multilabel"]
+
+
+class SegmentationModule(BaseTask):
+    """Segmentation network + loss + metrics.
+
+    Args:
+        arch: an smp architecture (`Unet`, `UnetPlusPlus`, `FPN`, `DeepLabV3Plus`, `Segformer`, ...),
+            `classic_unet` (seed 003), `paper_unet` (seed 000), or a ready `nn.Module` with an
+            `encoder` attribute (then `load_from_checkpoint` needs it passed again).
+        encoder: smp encoder name (default resnet34; `tu-<timm name>` for any timm model).
+        num_classes / class_names / mode: linked from the data module by the CLI; binary has two
+            classes (background, foreground) and one logit plane.
+        pretrained / weights: ImageNet encoder weights by download, or a local file for the encoder.
+        arch_args: more constructor arguments of the architecture.
+        loss: a name (`bce`, `ce`, `dice`, `jaccard`, `focal`, `tversky`, `lovasz`), a mapping of
+            names to weights (`{bce: 0.5, dice: 0.5}`), or `auto` (ce for multiclass, else bce).
+        loss_args: extra arguments per loss name; class_weights: one per class; ignore_index: a
+            mask value left out of loss and metrics.
+        threshold: probability at which binary and multilabel pixels count as foreground.
+        freeze_backbone: True freezes the whole encoder, an integer its first N children.
+        log_images: validation samples shown in TensorBoard as image / true mask / predicted mask.
+        rle_format / rle_order: also write predictions as an RLE CSV (`carvana` or `siim`).
+    """
+
+    def __init__(
+        self,
+        arch: str | nn.Module = "Unet",
+        encoder: str | None = None,
+        num_classes: int = 2,
+        class_names: list[str] | None = None,
+        mode: SegmentationMode = "binary",
+        in_channels: int | None = None,
+        pretrained: bool = False,
+        weights: str | None = None,
+        arch_args: dict[str, Any] | None = None,
+        loss: str | dict[str, float] = "auto",
+        loss_args: dict[str, dict[str, Any]] | None = None,
+        class_weights: list[float] | None = None,
+        ignore_index: int | None = None,
+        threshold: float = 0.5,
+        log_images: int = 4,
+        rle_format: Literal["carvana", "siim"] | None = None,
+        rle_order: Literal["F", "C"] = "F",
+        optimizer: OptimizerName = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        scheduler: SchedulerName | None = None,
+        scheduler_args: dict[str, Any] | None = None,
+        warmup_epochs: float = 0,
+        freeze_backbone: bool | int = False,
+    ) -> None:
+        if mode not in ("binary", "multiclass", "multilabel"):
+            raise InputError(f"mode must be binary, multiclass or multilabel, got {mode!r}")
+        if mode == "binary" and num_classes != 2:
+            raise InputError(
+                f"mode binary has 2 classes (background, foreground), got num_classes={num_classes}"
+            )
+        if num_classes < 2 and mode == "multiclass":
+            raise InputError(f"mode multiclass needs at least 2 classes, got {num_classes}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise InputError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
+        if not 0.0 < threshold < 1.0:
+            raise InputError(f"threshold is a probability between 0 and 1, got {threshold}")
+        super().__init__(
+            optimizer, lr, weight_decay, momentum, nesterov, scheduler, scheduler_args, warmup_epochs, freeze_backbone
+        )  # fmt: skip
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)])
+
+    # ---------------------------------------------------------------- configure
+    def configure_models(self) -> None:
+        hp = self.hparams
+        outputs = 1 if hp.mode == "binary" else hp.num_classes
+        if "arch" in self.init_modules:
+            self.model = self.init_modules.pop("arch")
+            if not isinstance(getattr(self.model, "encoder", None), nn.Module):
+                raise InputError("a segmentation network passed as arch needs an `encoder` attribute")
+        else:
+            self.model = create_segmentation_model(
+                hp.arch, hp.encoder, outputs, hp.in_channels or 3, hp.pretrained, hp.weights, hp.arch_args
+            )
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.model.encoder
+
+    @property
+    def head(self) -> nn.ModuleList:
+        return nn.ModuleList(m for name, m in self.model.named_children() if name != "encoder")
+
+    def configure_losses(self) -> None:
+        hp = self.hparams
+        self.loss_fn = build_segmentation_loss(
+            hp.loss, hp.mode, hp.num_classes, hp.class_weights, hp.ignore_index, hp.loss_args
+        )
+
+    def configure_metrics(self) -> None:
+        hp = self.hparams
+        for stage in ("train", "val", "test"):
+            scores = SegmentationScores(hp.mode, hp.num_classes, self.class_names, hp.ignore_index)
+            setattr(self, f"{stage}_scores", scores)
+        self._samples: dict[str, Tensor] = {}
+
+    # ---------------------------------------------------------------- forward and predictions
+    def forward(self, images: Tensor) -> Tensor:
+        """Logits (N, 1 or num_classes, H, W) for images (N, C, H, W) of any size."""
+        return predict_same_size(self.model, images)
+
+    def predict_classes(self, logits: Tensor) -> Tensor:
+        """Class ids (N, H, W) for binary / multiclass, 0/1 planes (N, C, H, W) for multilabel."""
+        mode, threshold = self.hparams.mode, self.hparams.threshold
+        if mode == "binary":
+            return (torch.sigmoid(logits[:, 0]) >= threshold).long()
+        if mode == "multilabel":
+            return (torch.sigmoid(logits) >= threshold).long()
+        return logits.argmax(dim=1)
+
+    def _target(self, mask: Tensor) -> Tensor:
+        return mask.float() if self.hparams.mode == "multilabel" else mask.long()
+
+    def _check_mask(self, batch: dict[str, Any], target: Tensor, logits: Tensor) -> None:
+        """Mask values and shape must fit the model (checked on each stage's first batch: a data
+        module of the user's own may not check them)."""
+        hp = self.hparams
+        expected = (
+            (len(logits), hp.num_classes, *logits.shape[2:])
+            if hp.mode == "multilabel"
+            else (len(logits), *logits.shape[2:])
+        )
+        if tuple(target.shape) != expected:
+            raise InputError(
+                f"masks of shape {list(target.shape)} do not fit mode {hp.mode} with {hp.num_classes} classes "
+                f"and images of {list(logits.shape[2:])} (expected {list(expected)})"
+            )
+        limit = 2 if hp.mode != "multiclass" else hp.num_classes
+        values = target.unique()
+        bad = [v for v in values.tolist() if not (0 <= v < limit or v == hp.ignore_index)]
+        if bad:
+            paths = ", ".join(list(batch.get("path", []))[:3])
+            raise InputError(
+                f"mask values {bad[:5]} are not classes of mode {hp.mode} (ids 0..{limit - 1})"
+                + (f" in a batch of {paths}" if paths else "")
+            )
+
+    # ---------------------------------------------------------------- steps
+    def _shared_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> tuple[Tensor, Tensor]:
+        images, target = batch["image"], self._target(batch["mask"])
+        logits = self(images)
+        if batch_idx == 0:
+            self._check_mask(batch, target, logits)
+        loss, parts = self.loss_fn(logits, target)
+        size = len(images)
+        self.log(
+            f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=size
+        )
+        if len(parts) > 1:  # each term of a combined loss, unweighted, so they can be balanced
+            for name, value in parts.items():
+                self.log(f"{stage}_loss_{name}", value, on_step=False, on_epoch=True, batch_size=size)
+        getattr(self, f"{stage}_scores").update(self.predict_classes(logits.detach()), target)
+        return loss, logits
+
+    def _log_scores(self, stage: str) -> None:
+        scores = getattr(self, f"{stage}_scores")
+        if scores.update_count:
+            values = scores.compute()
+            headline = {k: v for k, v in values.items() if "/" not in k}
+            self.log_dict({f"{stage}_{k}": v for k, v in headline.items()}, prog_bar=stage != "train")
+            self.log_dict({f"{stage}_{k}": v for k, v in values.items() if "/" in k})
+        scores.reset()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, batch_idx, "train")[0]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        _, logits = self._shared_step(batch, batch_idx, "val")
+        if batch_idx == 0 and self.hparams.log_images:
+            n = self.hparams.log_images
+            self._samples = {
+                "image": batch["image"][:n].cpu(),
+                "mask": batch["mask"][:n].cpu(),
+                "predicted": self.predict_classes(logits[:n]).cpu(),
+            }
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, batch_idx, "test")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_scores("train")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val")
+        samples, self._samples = self._samples, {}
+        if samples and not self.trainer.sanity_checking:
+            log_image(self.trainer, "val/masks", self._overlay_grid(samples))
+
+    def _class_map(self, masks: Tensor) -> Tensor:
+        """Multilabel planes -> one class id per pixel for drawing (the highest class present, + 1)."""
+        if self.hparams.mode != "multilabel":
+            return masks.long()
+        weights = torch.arange(1, masks.shape[1] + 1).view(1, -1, 1, 1)
+        return (masks.long() * weights).amax(dim=1)
+
+    def _overlay_grid(self, samples: dict[str, Tensor]) -> np.ndarray:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        images = to_uint8_images(
+            samples["image"], getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
+        )
+        colours = self.hparams.num_classes + (self.hparams.mode == "multilabel")
+        truth = mask_overlay(images, self._class_map(samples["mask"]).numpy(), colours)
+        predicted = mask_overlay(images, self._class_map(samples["predicted"]).numpy(), colours)
+        tiles, captions = [], []
+        for i in range(len(images)):
+            tiles += [images[i], truth[i], predicted[i]]
+            captions += [f"image {i}", "true mask", "predicted mask"]
+        return captioned_grid(np.stack(tiles), captions, columns=3)
+
+    # ---------------------------------------------------------------- predict
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        logits = self(batch["image"])
+        masks = []
+        for i, size in enumerate(batch["size"].tolist()):
+            sample = logits[i : i + 1].float()
+            if list(sample.shape[2:]) != size:  # images were resized for the model: back to the original
+                sample = F.interpolate(sample, size=size, mode="bilinear", align_corners=False)
+            dtype = torch.uint8 if self.hparams.num_classes <= 256 else torch.int32
+            masks.append(self.predict_classes(sample)[0].to(dtype).cpu().numpy())
+        return {"path": list(batch["path"]), "masks": masks}
+
+    def prediction_sink(self, output_dir: Path, suffix: str = "") -> MaskSink:
+        hp = self.hparams
+        return MaskSink(output_dir, suffix, hp.mode, self.class_names, hp.rle_format, hp.rle_order)
