@@ -144,7 +144,7 @@ class ImageClassificationDataModule(VisionDataModule):
         channels: int = 3,
         image_size: int = 224,
         resize: int | None = None,
-        augmentations: list[A.BasicTransform] | None = None,
+        augmentations: list[A.BasicTransform | A.BaseCompose] | None = None,
         mean: Sequence[float] | None = IMAGENET_MEAN,
         std: Sequence[float] | None = IMAGENET_STD,
         batch_size: int = 32,

@@ -110,7 +110,7 @@ class SegmentationDataModule(VisionDataModule):
         channels: int = 3,
         image_size: int = 256,
         crop: bool = False,
-        augmentations: list[A.BasicTransform] | None = None,
+        augmentations: list[A.BasicTransform | A.BaseCompose] | None = None,
         mean: Sequence[float] | None = IMAGENET_MEAN,
         std: Sequence[float] | None = IMAGENET_STD,
         batch_size: int = 8,
@@ -182,12 +182,12 @@ class SegmentationDataModule(VisionDataModule):
         return list(class_names or [str(i) for i in range(count)])
 
     # ----------------------------------------------------------------- sources
-    def _folder_source(self, folder: Path) -> PairedFileSource | list[Path]:
+    def _folder_source(self, folder: Path, unlabelled_ok: bool = False) -> PairedFileSource | list[Path]:
         """A split folder's image/mask pairs, or its images alone when it has no masks."""
         if self.mode == "multilabel":
             raise InputError("multilabel masks come from an RLE csv with class_column (or synthetic data)")
         images, masks = pair_images_and_masks(
-            folder, self.image_dir, self.mask_dir, self.mask_suffix, self.mask_extension
+            folder, self.image_dir, self.mask_dir, self.mask_suffix, self.mask_extension, unlabelled_ok
         )
         if masks is None:
             return images
@@ -282,6 +282,10 @@ class SegmentationDataModule(VisionDataModule):
             raise MissingInputError(f"data folder {self.root} does not exist")
         train = self._folder_source(_split_folder(self.root, "train") or self.root)
         if isinstance(train, list):
+            if self.mask_dir:
+                raise MissingInputError(
+                    f"mask_dir {self.mask_dir!r} is not a folder in the training split of {self.root}"
+                )
             raise InputError(
                 f"found no masks for the training images of {self.root}: expected a masks/ or label/ folder "
                 "beside the images (or set mask_dir, or mask_suffix for masks beside the images)"
@@ -296,7 +300,7 @@ class SegmentationDataModule(VisionDataModule):
             sources = self._split(train, self._groups(train))
         test_dir = _split_folder(self.root, "test")
         if test_dir is not None:
-            test = self._folder_source(test_dir)
+            test = self._folder_source(test_dir, unlabelled_ok=True)
             if isinstance(test, list):
                 self._predict_images = test  # unlabelled (ISBI): predicted, not tested
             else:

@@ -162,10 +162,14 @@ class SyntheticMaskSource:
         return None
 
 
-def find_subfolder(folder: Path, names: Sequence[str], chosen: str | None) -> Path | None:
+def find_subfolder(
+    folder: Path, names: Sequence[str], chosen: str | None, must_exist: bool = True
+) -> Path | None:
     if chosen is not None:
         path = folder / chosen
         if not path.is_dir():
+            if not must_exist:
+                return None
             raise MissingInputError(f"folder {path} does not exist")
         return path
     return next((folder / n for n in names if (folder / n).is_dir()), None)
@@ -177,6 +181,7 @@ def pair_images_and_masks(
     mask_dir: str | None,
     mask_suffix: str,
     mask_extension: str | None,
+    unlabelled_ok: bool = False,
 ) -> tuple[list[Path], list[Path] | None]:
     """Images of a split folder and their masks, matched by name.
 
@@ -187,8 +192,9 @@ def pair_images_and_masks(
     `mask_extension` when given, else any image extension. Returns masks None for a folder
     without masks (images to predict).
     """
-    image_folder = find_subfolder(folder, IMAGE_DIRS, image_dir) or folder
-    mask_folder = find_subfolder(folder, MASK_DIRS, mask_dir)
+    # An unlabelled split may hold its images directly (ISBI's flat test/) even when image_dir is set.
+    image_folder = find_subfolder(folder, IMAGE_DIRS, image_dir, must_exist=not unlabelled_ok) or folder
+    mask_folder = find_subfolder(folder, MASK_DIRS, mask_dir, must_exist=False)  # none: unlabelled
     if mask_folder is None and mask_suffix:
         mask_folder = image_folder
     images = list_images(image_folder, recursive=False)
@@ -206,6 +212,8 @@ def pair_images_and_masks(
         if extension is None or path.suffix.lower() == extension:
             masks.setdefault(path.stem, path)
     paired = [masks.get(p.stem + mask_suffix) for p in images]
+    if mask_folder == image_folder and not any(paired):
+        return images, None  # masks are looked for beside the images and there are none: unlabelled
     missing = [str(p) for p, m in zip(images, paired) if m is None]
     if missing:
         pattern = f"<name>{mask_suffix}{extension or '.<any image extension>'}"

@@ -28,7 +28,7 @@ def channel_stats(values: Sequence[float] | None, channels: int) -> tuple[float,
 def build_transform(
     image_size: int | tuple[int, int],
     resize: int | None = None,
-    augmentations: Sequence[A.BasicTransform] | None = None,
+    augmentations: Sequence[A.BasicTransform | A.BaseCompose] | None = None,
     mean: Sequence[float] | None = IMAGENET_MEAN,
     std: Sequence[float] | None = IMAGENET_STD,
     channels: int = 3,

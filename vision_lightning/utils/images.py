@@ -145,8 +145,8 @@ def read_mask(
         array = array.max(axis=2) if mask_format == "nonzero" else array[..., 0]
     if mask_format == "nonzero":
         return (array >= 1).astype(np.uint8)
-    if mask_format == "scale255":
-        return (array >= 128).astype(np.uint8)
+    if mask_format == "scale255":  # 1-bit files (mode "1") read as booleans: white is True, not 255
+        return (array if array.dtype == bool else array >= 128).astype(np.uint8)
     if mask_format != "index":
         raise InputError(f"mask_format must be one of {', '.join(MASK_FORMATS)}, got {mask_format!r}")
     array = array.astype(np.uint8) if array.dtype == bool else array
