@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 QUICKSTART_RUN ?= runs/quickstart
+QUICKSTART_TASKS ?= classification segmentation
 DATA_ROOT ?= ../shared/data
 
 .PHONY: install quickstart test bench lint clean
@@ -17,16 +18,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e ".[dev]"
 	touch $(STAMP)
 
+# Each task's quickstart config trains on built-in synthetic data, then predicts its test split.
 quickstart: install
 	rm -rf $(QUICKSTART_RUN)
-	$(PY) -m vision_lightning fit --config configs/quickstart/classification.yaml \
-		--trainer.default_root_dir $(QUICKSTART_RUN) --checkpoint.dirpath $(QUICKSTART_RUN)/checkpoints
-	$(PY) -m vision_lightning predict --config configs/quickstart/classification.yaml \
-		--trainer.default_root_dir $(QUICKSTART_RUN) --trainer.logger false \
-		--ckpt_path $(QUICKSTART_RUN)/checkpoints/last.ckpt \
-		--prediction_writer.output_dir $(QUICKSTART_RUN)/predictions
+	set -e; for task in $(QUICKSTART_TASKS); do \
+		run=$(QUICKSTART_RUN)/$$task; \
+		$(PY) -m vision_lightning fit --config configs/quickstart/$$task.yaml \
+			--trainer.default_root_dir $$run --checkpoint.dirpath $$run/checkpoints; \
+		$(PY) -m vision_lightning predict --config configs/quickstart/$$task.yaml \
+			--trainer.default_root_dir $$run --trainer.logger false \
+			--ckpt_path $$run/checkpoints/last.ckpt --prediction_writer.output_dir $$run/predictions; \
+	done
 	@echo "TensorBoard: $(VENV)/bin/tensorboard --logdir $(QUICKSTART_RUN)"
-	@echo "Predictions: $(QUICKSTART_RUN)/predictions/predictions.csv"
+	@echo "Predictions: $(QUICKSTART_RUN)/<task>/predictions/"
 
 test: install
 	$(PY) -m pytest

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["classification.py"]
+BENCHMARKS = ["classification.py", "segmentation.py"]
 
 
 def main() -> None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from tests.conftest import fake_torchvision, run_cli
-from vision_lightning.data.synthetic import write_image_folder
+from vision_lightning.data.synthetic import SyntheticShapes, write_image_folder
+from vision_lightning.utils.rle import rle_encode
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -56,8 +59,68 @@ def _csv_data(data: dict, tmp_path: Path) -> list[str]:
     return ["--data.init_args.csv_path", csv_path, "--data.init_args.root", root]
 
 
-def redirect_data(data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def _mask_file(mask: np.ndarray, data: dict) -> Image.Image:
+    """A class-id mask saved the way the config reads it (`mask_format`)."""
+    fmt = data.get("mask_format", "index")
+    if fmt == "colors":
+        return Image.fromarray(np.array(data["mask_colors"], dtype=np.uint8)[mask])
+    return Image.fromarray((mask * 255 if fmt == "scale255" else mask).astype(np.uint8))
+
+
+def _segmentation_data(data: dict, tmp_path: Path) -> list[str]:
+    """Shapes and masks in the layout and mask format the config expects (folder or RLE CSV)."""
+    root, mode = tmp_path / "seg", data.get("mode", "binary")
+    classes = len(data.get("class_names") or data.get("mask_colors") or []) or data.get("num_classes") or 2
+    shapes = SyntheticShapes(12, 64, 2, channels=data.get("channels", 3))
+    samples = []
+    for i in range(len(shapes)):
+        image, label, mask = shapes.sample(i)
+        class_id = 1 if mode == "binary" else 1 + (label + i) % (classes - 1)
+        samples.append((f"img{i // 4}_{i % 4:02d}", image, (mask * class_id).astype(np.uint8)))
+    if data.get("source") == "csv":
+        path_format, rows = data.get("path_format", "{}"), []
+        for name, image, mask in samples:
+            name = name if Path(path_format).suffix else f"{name}.png"  # the column holds file names
+            image_path = root / path_format.format(name)
+            image_path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.squeeze()).save(image_path)
+            rle = rle_encode(mask > 0, data.get("rle_format", "carvana"), data.get("rle_order", "F"))
+            row = {data.get("path_column", "id"): name, data.get("rle_column", "rle"): rle}
+            if data.get("class_column"):
+                row[data["class_column"]] = int(mask.max())
+            if data.get("group_column"):
+                row[data["group_column"]] = name.split("_")[0]
+            rows.append(row)
+        csv_path = root / "masks.csv"
+        with csv_path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        return ["--data.init_args.csv_path", csv_path, "--data.init_args.root", root]
+    images = root / "train" / (data.get("image_dir") or "images")
+    suffix = data.get("mask_suffix", "")
+    masks = (
+        root / "train" / data["mask_dir"]
+        if data.get("mask_dir")
+        else images
+        if suffix
+        else root / "train/masks"
+    )
+    extension = data.get("mask_extension") or ".png"
+    test = root / "test" / (data.get("image_dir") or "")
+    for folder in (images, masks, test):
+        folder.mkdir(parents=True, exist_ok=True)
+    for name, image, mask in samples:
+        Image.fromarray(image.squeeze()).save(images / f"{name}.png")
+        _mask_file(mask, data).save(masks / f"{name}{suffix}{extension}")
+        Image.fromarray(image.squeeze()).save(test / f"{name}.png")  # unlabelled: predicted
+    return ["--data.init_args.root", root, "--data.init_args.image_size", "64"]
+
+
+def redirect_data(data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str = "") -> list[str]:
     source = data.get("source", "synthetic")
+    if kind == "SegmentationDataModule" and source != "synthetic":
+        return _segmentation_data(data, tmp_path) + ["--data.init_args.cache_images", "false"]
     if source == "synthetic":
         return ["--data.init_args.synthetic_samples", "32"]
     if source == "folder":
@@ -71,7 +134,7 @@ def redirect_data(data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_configs_are_found():
-    assert len(CONFIGS) >= 13
+    assert len(CONFIGS) >= 19
     assert (ROOT / "configs/quickstart/classification.yaml") in CONFIGS
 
 
@@ -88,10 +151,14 @@ def test_config_fast_dev_run(config: Path, tmp_path: Path, monkeypatch: pytest.M
         "--trainer.precision", "32-true",
         "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", tmp_path / "run",
+        "--checkpoint.dirpath", tmp_path / "run/checkpoints",
         "--data.init_args.num_workers", "0",
         "--data.init_args.batch_size", "2",
     ]  # fmt: skip
     if model.get("pretrained"):
         args += ["--model.init_args.pretrained", "false"]  # no downloads in tests
-    args += redirect_data(data, tmp_path, monkeypatch)
+    if model.get("weights"):
+        args += ["--model.init_args.weights", "null"]  # an earlier stage's output: not there in tests
+    kind = spec["data"]["class_path"].rsplit(".", 1)[-1]
+    args += redirect_data(data, tmp_path, monkeypatch, kind)
     run_cli(*args)
