@@ -480,3 +480,16 @@ def test_module_backbone():
 def test_module_backbone_that_is_not_pooled():
     with pytest.raises(InputError, match="returns 4-D features; it must return pooled"):
         ClassifierModule(backbone=nn.Conv2d(3, 8, 3), num_classes=3)
+
+
+def test_validate_before_fit_then_fit_trains():
+    """`trainer.validate` leaves metric states made under inference mode; fit must still update them."""
+    data = ImageClassificationDataModule(synthetic_samples=64, image_size=32, batch_size=16)
+    model = ClassifierModule("cifar_lenet", num_classes=data.num_classes)
+    options = dict(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    pl.Trainer(**options).validate(model, data, verbose=False)
+    trainer = pl.Trainer(max_epochs=1, **options)
+    trainer.fit(model, data)
+    assert "val_acc" in trainer.callback_metrics and trainer.current_epoch == 1

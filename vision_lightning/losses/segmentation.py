@@ -109,24 +109,24 @@ def build_segmentation_loss(
     terms: dict[str, nn.Module] = {}
     for name in weights:
         args = loss_args.get(name, {})
-        if name == "ce":
-            terms[name] = nn.CrossEntropyLoss(
-                weight=class_tensor, ignore_index=-100 if ignore_index is None else ignore_index, **args
-            )
-        elif name == "bce":
-            pos_weight = None
-            if class_tensor is not None:
-                pos_weight = (
-                    (class_tensor[1:] / class_tensor[:1]).view(1)
-                    if mode == "binary"
-                    else class_tensor.view(-1, 1, 1)
+        try:  # a TypeError here is an argument of loss_args that the loss does not take
+            if name == "ce":
+                terms[name] = nn.CrossEntropyLoss(
+                    weight=class_tensor, ignore_index=-100 if ignore_index is None else ignore_index, **args
                 )
-            terms[name] = BinaryCrossEntropy(pos_weight, ignore_index, **args)
-        else:
-            if class_weights is not None and name != "lovasz" and mode != "binary":
-                args.setdefault("class_weights", list(class_weights))  # binary ones score one class
-            try:
+            elif name == "bce":
+                pos_weight = None
+                if class_tensor is not None:
+                    pos_weight = (
+                        (class_tensor[1:] / class_tensor[:1]).view(1)
+                        if mode == "binary"
+                        else class_tensor.view(-1, 1, 1)
+                    )
+                terms[name] = BinaryCrossEntropy(pos_weight, ignore_index, **args)
+            else:
+                if class_weights is not None and name != "lovasz" and mode != "binary":
+                    args.setdefault("class_weights", list(class_weights))  # binary ones score one class
                 terms[name] = _REGION_LOSSES[name](mode=mode, ignore_index=ignore_index, **args)
-            except TypeError as error:
-                raise InputError(f"loss_args for {name}: {error}") from None
+        except TypeError as error:
+            raise InputError(f"loss_args for {name}: {error}") from None
     return CombinedLoss(terms, weights)

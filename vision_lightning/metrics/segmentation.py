@@ -52,11 +52,13 @@ class SegmentationScores(Metric):
             )
             hit, pred, true = (predicted == target) & keep, (predicted == 1) & keep, (target == 1) & keep
             dims = (0, 2, 3)
-            self.tp += (pred & true).sum(dims)
-            self.fp += (pred & ~true).sum(dims)
-            self.fn += (~pred & true).sum(dims)
-            self.correct += hit.sum()
-            self.total += keep.sum()
+            self._add(
+                (pred & true).sum(dims),
+                (pred & ~true).sum(dims),
+                (~pred & true).sum(dims),
+                hit.sum(),
+                keep.sum(),
+            )
             return
         if self.ignore_index is not None:
             keep = target != self.ignore_index
@@ -64,11 +66,13 @@ class SegmentationScores(Metric):
         n = self.num_classes
         confusion = torch.bincount(target.flatten() * n + predicted.flatten(), minlength=n * n).view(n, n)
         tp = confusion.diagonal()
-        self.tp += tp
-        self.fp += confusion.sum(0) - tp
-        self.fn += confusion.sum(1) - tp
-        self.correct += tp.sum()
-        self.total += target.numel()
+        self._add(tp, confusion.sum(0) - tp, confusion.sum(1) - tp, tp.sum(), target.numel())
+
+    def _add(self, tp: Tensor, fp: Tensor, fn: Tensor, correct: Tensor, total: Tensor | int) -> None:
+        # Out of place: after `trainer.validate` the states were reset under inference mode, and an
+        # in-place add to such a tensor fails in the next `fit`'s validation (run under no_grad).
+        self.tp, self.fp, self.fn = self.tp + tp, self.fp + fp, self.fn + fn
+        self.correct, self.total = self.correct + correct, self.total + total
 
     def compute(self) -> dict[str, Tensor]:
         tp, fp, fn = self.tp.double(), self.fp.double(), self.fn.double()

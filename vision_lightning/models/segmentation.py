@@ -46,10 +46,15 @@ def _check_encoder(encoder: str) -> None:
     )
 
 
-def _load_encoder_weights(model: nn.Module, path: str) -> None:
-    """Encoder weights from a plain file (a torchvision ResNet's, say) or from a checkpoint of this
-    project: a segmentation one (`model.encoder.`) or a classifier whose backbone fits (`backbone.`)."""
+def _load_weights(model: nn.Module, path: str) -> None:
+    """A whole segmentation checkpoint of this project (the previous stage of a recipe: every key
+    under `model.`, decoder included) loads into the whole network; anything else is encoder
+    weights: a plain file (a torchvision ResNet's, say) or a classifier checkpoint whose backbone
+    fits the encoder (`backbone.`)."""
     keys = read_state_dict(path)
+    if any(k.startswith("model.decoder.") or k.startswith("model.segmentation_head.") for k in keys):
+        load_weights(model, path, strict=True, prefix="model.")
+        return
     prefix = next(
         (p for p in ("model.encoder.", "encoder.", "backbone.") if any(k.startswith(p) for k in keys)), None
     )
@@ -72,7 +77,8 @@ def create_segmentation_model(
             `classic_unet` / `paper_unet`.
         encoder: an smp encoder name (default `resnet34`); the classic U-Nets have their own.
         pretrained: ImageNet encoder weights, downloaded by smp.
-        weights: a local file of encoder weights instead (see `_load_encoder_weights`).
+        weights: a local file instead: encoder weights, or a whole segmentation checkpoint of this
+            project to start from (see `_load_weights`).
         arch_args: further constructor arguments (`decoder_attention_type`, `encoder_depth`,
             `bilinear` and `base_channels` for the classic U-Nets, ...).
     """
@@ -116,7 +122,7 @@ def create_segmentation_model(
             f"unknown segmentation arch {arch!r}: {hint}choose from {', '.join(available_architectures())}"
         )
     if weights:
-        _load_encoder_weights(model, weights)
+        _load_weights(model, weights)
     return model
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from torch import nn
+from torchmetrics import Metric
 
 from vision_lightning.tasks.optimization import OptimizerName, SchedulerName, build_optimizer, build_scheduler
 from vision_lightning.utils.errors import InputError
@@ -97,6 +98,13 @@ class BaseTask(pl.LightningModule):
             for part in self._frozen_parts():
                 part.eval()
         return self
+
+    def on_fit_start(self) -> None:
+        """Fresh metric states: a `trainer.validate` before `fit` leaves them created under inference
+        mode, and updating those in place during fit fails."""
+        for module in self.modules():
+            if isinstance(module, Metric):
+                module.reset()
 
     # ---------------------------------------------------------------- optimisation
     def parameter_groups(self) -> list[dict[str, Any]]:

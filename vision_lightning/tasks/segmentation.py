@@ -102,7 +102,11 @@ class SegmentationModule(BaseTask):
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)])
+        if self.hparams.class_names:
+            return list(self.hparams.class_names)
+        if self.hparams.mode == "binary":
+            return ["background", "foreground"]
+        return [str(i) for i in range(self.hparams.num_classes)]
 
     # ---------------------------------------------------------------- configure
     def configure_models(self) -> None:

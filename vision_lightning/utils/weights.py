@@ -105,7 +105,9 @@ def load_weights(
     dropped = {k for k in state_dict if k.startswith(ignore) and k not in own} if ignore else set()
     state_dict = {k: v for k, v in state_dict.items() if k not in dropped}
     check_compatible(model, state_dict, f"weights file {path}", strict=strict)
-    result = model.load_state_dict(state_dict, strict=strict)
+    # nn.Module's own load_state_dict: some modules override it (smp's encoders drop classifier keys
+    # and return None instead of the missing / unexpected keys reported below).
+    result = nn.Module.load_state_dict(model, state_dict, strict=strict)
     log.info(
         "Loaded %d tensors from %s%s%s%s",
         len(state_dict) - len(result.unexpected_keys),
