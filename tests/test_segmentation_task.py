@@ -766,11 +766,6 @@ def test_load_from_checkpoint_refuses_another_architecture(binary_run, override,
         SegmentationModule.load_from_checkpoint(binary_run.checkpoint, **override)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_from_checkpoint(path, **overrides) writes the overrides into the checkpoint's "
-    "hyper_parameters before on_load_checkpoint compares them, so BaseTask cannot name the difference",
-)
 @pytest.mark.parametrize(("override", "difference"), OTHER_ARCHITECTURES)
 def test_load_from_checkpoint_names_the_difference(binary_run, override, difference):
     with pytest.raises(InputError, match=re.escape(difference)):

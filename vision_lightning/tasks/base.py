@@ -9,9 +9,11 @@ schedulers, DDP and resume never see a group appear mid-run (Lightning #8720, #2
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.fabric.utilities.cloud_io import _load as pl_load
 from torch import nn
 from torchmetrics import Metric
 
@@ -130,13 +132,39 @@ class BaseTask(pl.LightningModule):
         """Refuse a checkpoint of another architecture with one sentence instead of torch's wall of keys."""
         state_dict = strip_prefixes(checkpoint.get("state_dict", {}))
         checkpoint["state_dict"] = state_dict
-        trained = checkpoint.get("hyper_parameters", {})
-        differences = [
-            f"{key}={trained[key]!r} (this model: {self.hparams[key]!r})"
-            for key in ("backbone", "arch", "encoder", "num_classes", "label_mode", "head")
-            if key in trained and key in self.hparams and trained[key] != self.hparams[key]
-        ]
+        differences = _architecture_differences(checkpoint.get("hyper_parameters", {}), self.hparams)
         path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
         source = f"checkpoint {path}" if path else "checkpoint"
         source += f" trained with {', '.join(differences)}" if differences else ""
         check_compatible(self, state_dict, source, strict=self.strict_loading)
+
+    @classmethod
+    def load_from_checkpoint(
+        cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs
+    ):
+        """Lightning's, except that a refusal names the architecture arguments that differ: Lightning
+        writes `kwargs` into the checkpoint's hyperparameters before `on_load_checkpoint` sees them."""
+        try:
+            return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
+        except InputError as error:
+            trained = pl_load(checkpoint_path, map_location="cpu", weights_only=True).get(
+                "hyper_parameters", {}
+            )
+            differences = _architecture_differences(trained, kwargs)
+            if not differences:
+                raise
+            message = str(error).replace(
+                "checkpoint", f"checkpoint {checkpoint_path} trained with {', '.join(differences)}", 1
+            )
+            raise InputError(message) from None
+
+
+ARCHITECTURE_KEYS = ("backbone", "arch", "encoder", "num_classes", "label_mode", "mode", "head")
+
+
+def _architecture_differences(trained: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{key}={trained[key]!r} (this model: {current[key]!r})"
+        for key in ARCHITECTURE_KEYS
+        if key in trained and key in current and trained[key] != current[key]
+    ]
