@@ -948,3 +948,25 @@ def test_cache_images_with_rle_csv(tmp_path):
     assert_same_batches(batches(plain.val_dataloader()), batches(cached.val_dataloader()))
     a, b = items(plain, "train"), items(cached, "train")
     assert all(torch.equal(x["mask"], y["mask"]) and x["path"] == y["path"] for x, y in zip(a, b))
+
+
+def test_cache_decodes_each_pair_once(tmp_path, monkeypatch):
+    """Train and val share one source: the cache must decode each of its images once, not per split."""
+    from vision_lightning.data import segmentation_sources
+
+    names = [f"s{i}" for i in range(10)]
+    write_pairs(tmp_path / "images", tmp_path / "masks", names)
+    reads: dict[str, int] = {}
+    original = segmentation_sources.read_image
+
+    def counting(path, channels=3):
+        reads[str(path)] = reads.get(str(path), 0) + 1
+        return original(path, channels)
+
+    monkeypatch.setattr(segmentation_sources, "read_image", counting)
+    data = module(source="folder", root=str(tmp_path), image_size=16, batch_size=4, cache_images=True)
+    data.setup("fit")
+    assert len(reads) == len(names) and set(reads.values()) == {1}
+    seen = sum(len(batch["image"]) for batch in data.train_dataloader())
+    seen += sum(len(batch["image"]) for batch in data.val_dataloader())
+    assert seen >= 8 and set(reads.values()) == {1}

@@ -6,14 +6,18 @@ between epochs; transforms are built when a loader is built, so a new loader see
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
 
-from vision_lightning.data.datasets import collate
+from vision_lightning.data.datasets import CachedSource, SampleSource, collate
 from vision_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vision_lightning.utils.errors import InputError
+
+log = logging.getLogger(__name__)
+Split = tuple[SampleSource, list[int]]
 
 
 class VisionDataModule(pl.LightningDataModule):
@@ -53,3 +57,39 @@ class VisionDataModule(pl.LightningDataModule):
             and self.trainer.strategy.root_device.type == "cuda",
             persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
+
+    # ----------------------------------------------------------------- loaders
+    def _dataset(self, split: str, train: bool = False) -> Dataset:
+        """The dataset of `split` (train, val, test, predict) with this moment's transforms."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _available_split(sources: dict[str, Split], split: str) -> str:
+        """`split`, or for test and predict without their own data the test set, else validation."""
+        if split in sources or split not in ("test", "predict"):
+            return split
+        return "test" if "test" in sources else "val"
+
+    @staticmethod
+    def _cached(sources: dict[str, Split]) -> dict[str, Split]:
+        """Each distinct source decoded once into memory (train and val usually share one)."""
+        distinct: dict[int, SampleSource] = {}
+        indices: dict[int, set[int]] = {}
+        for source, split_indices in sources.values():
+            distinct[id(source)] = source
+            indices.setdefault(id(source), set()).update(split_indices)
+        cached = {key: CachedSource(source, sorted(indices[key])) for key, source in distinct.items()}
+        log.info("Cached %.1f MiB of decoded images", sum(c.nbytes for c in cached.values()) / 2**20)
+        return {split: (cached[id(source)], idx) for split, (source, idx) in sources.items()}
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("train", train=True), train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("val"))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("test"))
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("predict"))

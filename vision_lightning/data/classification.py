@@ -19,7 +19,6 @@ import numpy as np
 
 from vision_lightning.data.base import VisionDataModule
 from vision_lightning.data.datasets import (
-    CachedSource,
     FileSource,
     SampleSource,
     SyntheticSource,
@@ -392,18 +391,6 @@ class ImageClassificationDataModule(VisionDataModule):
             keep = drop_bad_images(paths, self.bad_images, f"predict_root {self.predict_root}")
             self._sources["predict"] = (FileSource(paths, None, self.channels), keep)
 
-    @staticmethod
-    def _cached(sources: dict[str, tuple[SampleSource, list[int]]]) -> dict:
-        """Each distinct source decoded once (train and val often share one source)."""
-        distinct: dict[int, SampleSource] = {}
-        indices: dict[int, set[int]] = {}
-        for source, split_indices in sources.values():
-            distinct[id(source)] = source
-            indices.setdefault(id(source), set()).update(split_indices)
-        cached = {key: CachedSource(source, sorted(indices[key])) for key, source in distinct.items()}
-        log.info("Cached %.1f MiB of decoded images", sum(c.nbytes for c in cached.values()) / 2**20)
-        return {split: (cached[id(source)], idx) for split, (source, idx) in sources.items()}
-
     def _without_bad_images(self, sources: dict[str, tuple[SampleSource, list[int]]]) -> dict:
         """Check every image file of every split at once, so one report names all bad files."""
         paths = list(dict.fromkeys(
@@ -427,10 +414,7 @@ class ImageClassificationDataModule(VisionDataModule):
             self.setup()
         if split == "predict" and self.predict_root is not None and "predict" not in self._sources:
             self.setup("predict")  # predict_dataloader() called without setup("predict")
-        if split not in self._sources:
-            fallback = "test" if "test" in self._sources else "val"
-            split = fallback if split in ("test", "predict") else split
-        source, indices = self._sources[split]
+        source, indices = self._sources[self._available_split(self._sources, split)]
         transform = build_transform(
             self.image_size,
             None if train else self.resize,
@@ -440,15 +424,3 @@ class ImageClassificationDataModule(VisionDataModule):
             self.channels,
         )
         return TransformedDataset(source, indices, transform, target_key="label")
-
-    def train_dataloader(self):
-        return self._loader(self._dataset("train", train=True), train=True)
-
-    def val_dataloader(self):
-        return self._loader(self._dataset("val"))
-
-    def test_dataloader(self):
-        return self._loader(self._dataset("test"))
-
-    def predict_dataloader(self):
-        return self._loader(self._dataset("predict"))

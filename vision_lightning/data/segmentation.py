@@ -10,7 +10,6 @@ runs past the end of the image are each reported by file name, all of them at on
 from __future__ import annotations
 
 import csv
-import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,9 +17,9 @@ from typing import Literal
 
 import albumentations as A
 
-from vision_lightning.data.base import VisionDataModule
+from vision_lightning.data.base import Split, VisionDataModule
 from vision_lightning.data.classification import SPLIT_FOLDERS
-from vision_lightning.data.datasets import CachedSource, FileSource, SampleSource, SegmentationDataset
+from vision_lightning.data.datasets import FileSource, SampleSource, SegmentationDataset
 from vision_lightning.data.segmentation_sources import (
     PairedFileSource,
     RleSource,
@@ -34,11 +33,8 @@ from vision_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_
 from vision_lightning.utils.errors import InputError, MissingInputError
 from vision_lightning.utils.images import MASK_FORMATS, drop_bad_images, list_images
 
-log = logging.getLogger(__name__)
-
 SegmentationMode = Literal["binary", "multiclass", "multilabel"]
 Source = Literal["synthetic", "folder", "csv"]
-Split = tuple[SampleSource, list[int]]
 
 
 def _split_folder(root: Path, split: str) -> Path | None:
@@ -349,18 +345,6 @@ class SegmentationDataModule(VisionDataModule):
                 keep = drop_bad_images(images, self.bad_images, f"predict images {self.predict_root or ''}")
                 self._sources["predict"] = (FileSource(images, None, self.channels), keep)
 
-    @staticmethod
-    def _cached(sources: dict[str, Split]) -> dict[str, Split]:
-        """Each distinct source decoded once (train and val usually share one)."""
-        indices: dict[int, set[int]] = {}
-        for source, split_indices in sources.values():
-            indices.setdefault(id(source), set()).update(split_indices)
-        cached = {
-            id(source): CachedSource(source, sorted(indices[id(source)])) for source, _ in sources.values()
-        }
-        log.info("Cached %.1f MiB of decoded images", sum(c.nbytes for c in cached.values()) / 2**20)
-        return {split: (cached[id(source)], idx) for split, (source, idx) in sources.items()}
-
     def _transform(self, train: bool) -> A.Compose:
         size = self.image_size
         if not self.crop:
@@ -378,19 +362,5 @@ class SegmentationDataModule(VisionDataModule):
             self.setup()
         if split == "predict" and "predict" not in self._sources:
             self.setup("predict")
-        if split not in self._sources:
-            split = ("test" if "test" in self._sources else "val") if split in ("test", "predict") else split
-        source, indices = self._sources[split]
+        source, indices = self._sources[self._available_split(self._sources, split)]
         return SegmentationDataset(source, indices, self._transform(train))
-
-    def train_dataloader(self):
-        return self._loader(self._dataset("train", train=True), train=True)
-
-    def val_dataloader(self):
-        return self._loader(self._dataset("val"))
-
-    def test_dataloader(self):
-        return self._loader(self._dataset("test"))
-
-    def predict_dataloader(self):
-        return self._loader(self._dataset("predict"))
