@@ -30,6 +30,15 @@ def _folder_data(data: dict, tmp_path: Path) -> list[str]:
     return ["--data.init_args.root", root]
 
 
+def _csv_args(root: Path, csv_path: Path, rows: list[dict]) -> list:
+    """Write `rows` to `csv_path`; the CLI arguments that point a config at it."""
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return ["--data.init_args.csv_path", csv_path, "--data.init_args.root", root]
+
+
 def _csv_data(data: dict, tmp_path: Path) -> list[str]:
     root = tmp_path / "csv"
     mode = data.get("label_mode", "multiclass")
@@ -51,12 +60,7 @@ def _csv_data(data: dict, tmp_path: Path) -> list[str]:
         if fold_column:
             row[fold_column] = i % 5
         rows.append(row)
-    csv_path = root / "train.csv"
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return ["--data.init_args.csv_path", csv_path, "--data.init_args.root", root]
+    return _csv_args(root, root / "train.csv", rows)
 
 
 def _mask_file(mask: np.ndarray, data: dict) -> Image.Image:
@@ -91,12 +95,7 @@ def _segmentation_data(data: dict, tmp_path: Path) -> list[str]:
             if data.get("group_column"):
                 row[data["group_column"]] = name.split("_")[0]
             rows.append(row)
-        csv_path = root / "masks.csv"
-        with csv_path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        return ["--data.init_args.csv_path", csv_path, "--data.init_args.root", root]
+        return _csv_args(root, root / "masks.csv", rows)
     images = root / "train" / (data.get("image_dir") or "images")
     suffix = data.get("mask_suffix", "")
     masks = (
