@@ -901,3 +901,29 @@ def test_cli_predict_time_model_arguments_win_over_the_checkpoint(cli_run: Path,
     for row in rows:
         mask = np.asarray(Image.open(out / "masks" / f"{row['id']}.png"))
         assert np.array_equal(rle_decode(row["rle"], mask.shape, "carvana", "C") * 255, mask)
+
+
+def test_checkpoint_does_not_need_the_weights_file_it_started_from(tmp_path):
+    """A run started from `weights:` keeps that path in its hyperparameters; the checkpoint holds
+    every weight, so loading it (Python API and CLI --ckpt_path) must not read the file again."""
+    start = tmp_path / "classifier.ckpt"
+    torch.save({"state_dict": ClassifierModule(backbone="resnet18", num_classes=3).state_dict()}, start)
+    run = tmp_path / "run"
+    run_cli(
+        "fit", "--config", "configs/quickstart/segmentation.yaml",
+        "--model.init_args.weights", start, "--model.init_args.log_images", "0",
+        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+        "--trainer.default_root_dir", run, "--checkpoint.dirpath", run / "checkpoints",
+        "--trainer.enable_progress_bar", "false", "--data.init_args.synthetic_samples", "16",
+    )  # fmt: skip
+    start.unlink()
+    checkpoint = run / "checkpoints/last.ckpt"
+    model = SegmentationModule.load_from_checkpoint(checkpoint)
+    assert model.hparams.weights is None
+    out = tmp_path / "predictions"
+    run_cli(
+        "predict", "--config", "configs/quickstart/segmentation.yaml", "--ckpt_path", checkpoint,
+        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+        "--data.init_args.synthetic_samples", "16", "--prediction_writer.output_dir", out,
+    )  # fmt: skip
+    assert len(list((out / "masks").glob("*.png"))) == 4

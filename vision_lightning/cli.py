@@ -64,6 +64,18 @@ class VisionCLI(LightningCLI):
         for source, target in DATA_TO_MODEL_LINKS.items():
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
 
+    def before_instantiate_classes(self) -> None:
+        """With `--ckpt_path` the checkpoint holds every weight: do not download ImageNet weights or
+        read a `weights:` file first (offline, predicting a `pretrained: true` recipe would fail)."""
+        if not self.subcommand or not self.config[self.subcommand].get("ckpt_path"):
+            return
+        init_args = self.config[self.subcommand].model.get("init_args")
+        if init_args is None:
+            return
+        for key, value in (("pretrained", False), ("weights", None)):
+            if key in init_args:
+                init_args[key] = value
+
 
 def _input_error(error: BaseException | None) -> InputError | None:
     """Our own error behind `error`: jsonargparse re-raises errors of constructors as its own."""

@@ -142,8 +142,14 @@ class BaseTask(pl.LightningModule):
     def load_from_checkpoint(
         cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs
     ):
-        """Lightning's, except that a refusal names the architecture arguments that differ: Lightning
-        writes `kwargs` into the checkpoint's hyperparameters before `on_load_checkpoint` sees them."""
+        """Lightning's, except that the network is not initialised from `pretrained` / `weights`
+        again, and a refusal names the architecture arguments that differ (Lightning writes
+        `kwargs` into the checkpoint's hyperparameters before `on_load_checkpoint` sees them)."""
+        # The checkpoint holds every weight: no ImageNet download, no re-reading a `weights:` file.
+        parameters = inspect.signature(cls.__init__).parameters
+        for key, value in (("pretrained", False), ("weights", None)):
+            if key in parameters:
+                kwargs.setdefault(key, value)
         try:
             return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
         except InputError as error:
