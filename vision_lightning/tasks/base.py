@@ -108,6 +108,29 @@ class BaseTask(pl.LightningModule):
             if isinstance(module, Metric):
                 module.reset()
 
+    # ---------------------------------------------------------------- metrics
+    def _log_epoch_metrics(self, stage: str) -> None:
+        """Log `<stage>_metrics` (a torchmetrics Metric or MetricCollection whose compute() gives a
+        dict) once per epoch: they are updated every step, but handing Lightning the metrics on every
+        step costs milliseconds per step for the same figures. Names get the `<stage>_` prefix;
+        per-class names (`iou_class/<name>`) stay off the progress bar."""
+        metrics = getattr(self, f"{stage}_metrics")
+        parts = [metrics] if isinstance(metrics, Metric) else list(metrics.values())
+        if any(part.update_count for part in parts):
+            prefix = f"{stage}_"
+            values = {k if k.startswith(prefix) else prefix + k: v for k, v in metrics.compute().items()}
+            self.log_dict({k: v for k, v in values.items() if "/" not in k}, prog_bar=stage != "train")
+            per_class = {k: v for k, v in values.items() if "/" in k}
+            if per_class:
+                self.log_dict(per_class)
+        metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
     # ---------------------------------------------------------------- optimisation
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Named groups, frozen parameters included (the optimizer skips parameters without grads)."""

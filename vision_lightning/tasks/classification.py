@@ -238,20 +238,6 @@ class ClassifierModule(BaseTask):
         )
         return loss, logits, predictions, metric_target
 
-    def _log_epoch_metrics(self, stage: str) -> None:
-        """Metrics are updated every step but logged once per epoch: handing Lightning the
-        MetricCollection on every step costs milliseconds per step for the same figures."""
-        metrics = getattr(self, f"{stage}_metrics")
-        if any(metric.update_count for metric in metrics.values()):
-            self.log_dict(metrics.compute(), prog_bar=stage != "train")
-        metrics.reset()
-
-    def on_train_epoch_end(self) -> None:
-        self._log_epoch_metrics("train")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics("test")
-
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")[0]
 

@@ -139,7 +139,7 @@ class SegmentationModule(BaseTask):
         hp = self.hparams
         for stage in ("train", "val", "test"):
             scores = SegmentationScores(hp.mode, hp.num_classes, self.class_names, hp.ignore_index)
-            setattr(self, f"{stage}_scores", scores)
+            setattr(self, f"{stage}_metrics", scores)
         self._samples: dict[str, Tensor] = {}
 
     # ---------------------------------------------------------------- forward and predictions
@@ -197,17 +197,8 @@ class SegmentationModule(BaseTask):
         if len(parts) > 1:  # each term of a combined loss, unweighted, so they can be balanced
             for name, value in parts.items():
                 self.log(f"{stage}_loss_{name}", value, on_step=False, on_epoch=True, batch_size=size)
-        getattr(self, f"{stage}_scores").update(self.predict_classes(logits.detach()), target)
+        getattr(self, f"{stage}_metrics").update(self.predict_classes(logits.detach()), target)
         return loss, logits
-
-    def _log_scores(self, stage: str) -> None:
-        scores = getattr(self, f"{stage}_scores")
-        if scores.update_count:
-            values = scores.compute()
-            headline = {k: v for k, v in values.items() if "/" not in k}
-            self.log_dict({f"{stage}_{k}": v for k, v in headline.items()}, prog_bar=stage != "train")
-            self.log_dict({f"{stage}_{k}": v for k, v in values.items() if "/" in k})
-        scores.reset()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         return self._shared_step(batch, batch_idx, "train")[0]
@@ -225,14 +216,8 @@ class SegmentationModule(BaseTask):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._shared_step(batch, batch_idx, "test")
 
-    def on_train_epoch_end(self) -> None:
-        self._log_scores("train")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_scores("test")
-
     def on_validation_epoch_end(self) -> None:
-        self._log_scores("val")
+        self._log_epoch_metrics("val")
         samples, self._samples = self._samples, {}
         if samples and not self.trainer.sanity_checking:
             log_image(self.trainer, "val/masks", self._overlay_grid(samples))
