@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,6 +18,20 @@ from vision_lightning.data import torchvision_datasets
 def _quiet_lightning():
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+
+
+def cpu_trainer(**kwargs) -> pl.Trainer:
+    """A quiet one-epoch CPU Trainer without logger or checkpoints; `kwargs` override."""
+    defaults = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "max_epochs": 1,
+    }
+    return pl.Trainer(**{**defaults, **kwargs})
 
 
 def run_cli(*args: str) -> None:

@@ -17,6 +17,7 @@ import torchvision
 from fsspec.implementations.local import LocalFileOpener
 from torch import nn
 
+from tests.conftest import cpu_trainer as trainer
 from vision_lightning.callbacks import PredictionWriter
 from vision_lightning.data.classification import ImageClassificationDataModule
 from vision_lightning.tasks import ClassifierModule
@@ -25,19 +26,6 @@ from vision_lightning.utils.errors import InputError
 
 
 # ----------------------------------------------------------------------------- helpers
-def trainer(**kwargs) -> pl.Trainer:
-    defaults = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "max_epochs": 1,
-    }
-    return pl.Trainer(**{**defaults, **kwargs})
-
-
 def datamodule(**kwargs) -> ImageClassificationDataModule:
     defaults = {
         "source": "synthetic",

@@ -27,6 +27,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from torch.utils.data import DataLoader
 
+from tests.conftest import cpu_trainer as trainer
 from tests.conftest import run_cli
 from vision_lightning import ClassifierModule, SegmentationDataModule, SegmentationModule
 from vision_lightning.callbacks.prediction_writer import MaskSink, PredictionWriter
@@ -50,19 +51,6 @@ PREDICT_HEIGHT, PREDICT_WIDTH = 40, 56  # not the data module's square image_siz
 
 
 # ----------------------------------------------------------------------------- helpers
-def trainer(**kwargs) -> pl.Trainer:
-    defaults = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "max_epochs": 1,
-    }
-    return pl.Trainer(**{**defaults, **kwargs})
-
-
 def datamodule(**kwargs) -> SegmentationDataModule:
     defaults = {
         "source": "synthetic",
