@@ -2,12 +2,18 @@ from vision_lightning.data.base import VisionDataModule
 from vision_lightning.data.classification import ImageClassificationDataModule
 from vision_lightning.data.segmentation import SegmentationDataModule
 from vision_lightning.data.splits import group_split, stratified_folds, stratified_split, write_folds
+from vision_lightning.data.style import StyleTransferDataModule
+from vision_lightning.data.superres import SuperResDataModule
 from vision_lightning.data.synthetic import SyntheticShapes, write_image_folder
+from vision_lightning.data.textures import SyntheticTextures
 
 __all__ = [
     "ImageClassificationDataModule",
     "SegmentationDataModule",
+    "StyleTransferDataModule",
+    "SuperResDataModule",
     "SyntheticShapes",
+    "SyntheticTextures",
     "VisionDataModule",
     "group_split",
     "stratified_folds",

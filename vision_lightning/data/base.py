@@ -42,15 +42,18 @@ class VisionDataModule(pl.LightningDataModule):
         self.mean = mean
         self.std = std
 
-    def _loader(self, dataset: Dataset, train: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset, train: bool = False, batch_size: int | None = None) -> DataLoader:
+        """A loader of `dataset` at `batch_size` (default: the current `self.batch_size`); whole images
+        of different sizes go one per batch (`batch_size=1`)."""
         size = len(dataset)  # type: ignore[arg-type]
+        batch_size = batch_size or self.batch_size
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             collate_fn=collate,
             shuffle=train,
             # A last batch of one sample breaks BatchNorm in training; drop the ragged end then.
-            drop_last=train and size > self.batch_size,
+            drop_last=train and size > batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory
             and self.trainer is not None

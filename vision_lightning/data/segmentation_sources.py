@@ -13,26 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from vision_lightning.data.synthetic import SyntheticShapes
 from vision_lightning.utils.errors import InputError, MissingInputError
-from vision_lightning.utils.images import list_images, read_image, read_mask
+from vision_lightning.utils.images import image_size_of, list_images, read_image, read_mask
 from vision_lightning.utils.rle import rle_decode_many
 
 IMAGE_DIRS = ("images", "image", "imgs", "img")
 MASK_DIRS = ("masks", "mask", "labels", "label", "annotations", "gt")
-
-
-def image_size_of(path: str | Path) -> tuple[int, int]:
-    """(height, width) from the file header, without decoding the pixels."""
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except FileNotFoundError:
-        raise MissingInputError(f"image {path} does not exist") from None
-    except OSError as error:
-        raise InputError(f"image {path} cannot be read: {error}") from None
 
 
 def value_problem(mask: np.ndarray, num_classes: int, ignore_index: int | None, name: str) -> str | None:

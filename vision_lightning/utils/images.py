@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from vision_lightning.utils.errors import InputError, MissingInputError
@@ -47,6 +48,22 @@ def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise InputError(f"image {path} cannot be read: {error}") from None
     return array[..., None] if channels == 1 else array
+
+
+def image_size_of(path: str | Path) -> tuple[int, int]:
+    """(height, width) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except FileNotFoundError:
+        raise MissingInputError(f"image {path} does not exist") from None
+    except OSError as error:
+        raise InputError(f"image {path} cannot be read: {error}") from None
+
+
+def to_float_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 HxWxC to float CxHxW in [0, 1]; copies, so read-only arrays (PIL's) are fine."""
+    return torch.tensor(image).permute(2, 0, 1).contiguous().float().div_(255)
 
 
 def image_problem(path: str | Path) -> str | None:
