@@ -94,8 +94,12 @@ def test_feature_network_is_frozen_but_passes_gradients():
     net = FeatureNetwork("vgg16_bn", ["relu2_2"])
     assert list(net.parameters()) == [] and net.state_dict() == {}
     assert not any(b.requires_grad for b in net.buffers())
-    net.train()
-    assert not any(m.training for m in net.modules())
+    x = images()
+    net.eval()
+    expected = net(x)["relu2_2"]
+    net.train()  # frozen BatchNorm: train mode changes nothing
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert torch.equal(net(x)["relu2_2"], expected)
     x = images().requires_grad_()
     net(x)["relu2_2"].sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
@@ -234,7 +238,7 @@ def test_feature_loss_stays_out_of_parameters_and_state_dict():
     assert list(parent.state_dict()) == ["net.weight", "net.bias"]
     parent.load_state_dict(Parent().state_dict(), strict=True)
     parent.train()
-    assert not any(m.training for m in parent.loss.feature_network.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in parent.loss.feature_network.modules())
     parent.to(torch.float64)
     assert parent.loss.feature_network.body[0].weight.dtype == torch.float64
     total, _ = parent.loss(parent.net(images().double()), images(seed=1).double())

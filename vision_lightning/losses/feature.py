@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import timm
 import torch
 import torchvision
+from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
@@ -145,10 +146,18 @@ def _build_torchvision(network: str, name: str, layers: Sequence[str], pretraine
     return create_feature_extractor(model, return_nodes=list(layers))
 
 
-def _freeze(module: nn.Module) -> None:
-    """Parameters -> non-persistent buffers and buffers -> non-persistent (see the module docstring);
-    in-place activations off, because a returned activation must not be overwritten by the next layer
-    (VGG's `ReLU(inplace=True)` would otherwise overwrite a requested `conv{b}_{c}` output)."""
+def _freeze(module: nn.Module) -> nn.Module:
+    """The network made fixed in any mode: BatchNorm -> FrozenBatchNorm (timm's conversion, which
+    keeps timm's fused activations) and dropout -> Identity, so a parent's `.train()` changes nothing
+    and Lightning finds no module left in eval mode; parameters -> non-persistent buffers and buffers
+    -> non-persistent (see the module docstring); in-place activations off, because a returned
+    activation must not be overwritten by the next layer (VGG's `ReLU(inplace=True)` would otherwise
+    overwrite a requested `conv{b}_{c}` output)."""
+    module = freeze_batch_norm_2d(module)
+    for parent in list(module.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, nn.modules.dropout._DropoutNd):
+                setattr(parent, child_name, nn.Identity())
     for sub in module.modules():
         for name, param in list(sub.named_parameters(recurse=False)):
             delattr(sub, name)
@@ -157,6 +166,7 @@ def _freeze(module: nn.Module) -> None:
             sub.register_buffer(name, buffer, persistent=False)
         if isinstance(getattr(sub, "inplace", None), bool):
             sub.inplace = False
+    return module
 
 
 class FeatureNetwork(nn.Module):
@@ -171,8 +181,8 @@ class FeatureNetwork(nn.Module):
     (for VGG a torchvision state dict, `features.N.weight`, ...). With neither, the features are
     random: fine for tests, useless as a perceptual loss (a warning says so).
 
-    Frozen: no parameters (weights are non-persistent buffers, see the module docstring) and always
-    in eval mode, whatever a parent's `.train()` asks. Gradients still flow to the input images.
+    Frozen: no parameters (weights are non-persistent buffers, see the module docstring), and the same
+    in train and eval mode (frozen BatchNorm, no dropout). Gradients still flow to the input images.
     """
 
     def __init__(
@@ -201,10 +211,9 @@ class FeatureNetwork(nn.Module):
                 f"feature network {network!r} is a classic MNIST net; use an ImageNet network such as "
                 "vgg16_bn, vgg16, vgg19 or a timm/torchvision model"
             )
-        _freeze(self.body)
+        self.body = _freeze(self.body)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.train(False)
         if not pretrained and not weights:
             warnings.warn(
                 f"feature network {network!r} has random weights (pretrained: false and no weights file), "
@@ -212,10 +221,6 @@ class FeatureNetwork(nn.Module):
                 UserWarning,
                 stacklevel=2,
             )
-
-    def train(self, mode: bool = True) -> FeatureNetwork:
-        """Always eval: a fixed network's BatchNorm statistics and dropout must not change."""
-        return super().train(False)
 
     def forward(self, images: Tensor, layers: Sequence[str] | None = None) -> dict[str, Tensor]:
         """{layer: activation} for `layers` (default: all of `self.layers`) of images in [0, 1].
