@@ -4,23 +4,48 @@ from vision_lightning.callbacks import PredictionWriter
 from vision_lightning.data import (
     ImageClassificationDataModule,
     SegmentationDataModule,
+    StyleTransferDataModule,
+    SuperResDataModule,
     SyntheticShapes,
+    SyntheticTextures,
     VisionDataModule,
 )
-from vision_lightning.models import create_backbone, create_segmentation_model
-from vision_lightning.tasks import BaseTask, ClassifierModule, SegmentationModule
+from vision_lightning.losses import FeatureLoss, FeatureNetwork, StyleLoss
+from vision_lightning.models import (
+    create_backbone,
+    create_segmentation_model,
+    create_style_model,
+    create_superres_model,
+)
+from vision_lightning.tasks import (
+    BaseTask,
+    ClassifierModule,
+    SegmentationModule,
+    StyleTransferModule,
+    SuperResModule,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BaseTask",
     "ClassifierModule",
+    "FeatureLoss",
+    "FeatureNetwork",
     "ImageClassificationDataModule",
     "PredictionWriter",
     "SegmentationDataModule",
     "SegmentationModule",
+    "StyleLoss",
+    "StyleTransferDataModule",
+    "StyleTransferModule",
+    "SuperResDataModule",
+    "SuperResModule",
     "SyntheticShapes",
+    "SyntheticTextures",
     "VisionDataModule",
     "create_backbone",
     "create_segmentation_model",
+    "create_style_model",
+    "create_superres_model",
 ]

@@ -2,7 +2,7 @@
 
 - model and data in subclass mode (`class_path: vision_lightning.ClassifierModule`);
 - data-defined arguments linked into the model, so nobody writes them twice: `num_classes`,
-  `class_names`, `label_mode`, `mode`, `ignore_index`, and `channels` -> `in_channels` (Lightning #9473, #17275);
+  `class_names`, `label_mode`, `mode`, `ignore_index`, `scale`, `style_image`, `style_size`, and `channels` -> `in_channels` (Lightning #9473, #17275);
   a link whose target the chosen model lacks is skipped;
 - always on: checkpointing (`--checkpoint.*`, best by `val_loss` plus `last.ckpt` for resuming),
   learning-rate monitoring (`--lr_monitor.*`) and prediction files (`--prediction_writer.output_dir`);
@@ -31,6 +31,9 @@ DATA_TO_MODEL_LINKS = {
     "channels": "in_channels",
     "mode": "mode",
     "ignore_index": "ignore_index",
+    "scale": "scale",
+    "style_image": "style_image",
+    "style_size": "style_size",
 }
 
 
@@ -72,7 +75,10 @@ class VisionCLI(LightningCLI):
         init_args = self.config[self.subcommand].model.get("init_args")
         if init_args is None:
             return
-        for key, value in (("pretrained", False), ("weights", None)):
+        overrides = [("pretrained", False), ("weights", None)]
+        if self.subcommand == "predict":  # a loss network is not used to predict (SR, style transfer)
+            overrides += [("feature_pretrained", False), ("feature_weights", None)]
+        for key, value in overrides:
             if key in init_args:
                 init_args[key] = value
 

@@ -54,6 +54,31 @@ class CsvSink:
         return self.path
 
 
+class UniqueNames:
+    """Output names from input paths: the file stem; a stem already used gets its folder's name too."""
+
+    def __init__(self) -> None:
+        self._used: set[str] = set()
+
+    def __call__(self, path: str) -> str:
+        source = Path(path)
+        name = source.stem
+        if name in self._used:
+            name = f"{source.parent.name}_{name}"
+        while name in self._used:
+            name += "_"
+        self._used.add(name)
+        return name
+
+
+def save_png(array: np.ndarray, path: Path) -> None:
+    """Write an HxW or HxWx3 array as a PNG atomically (8-bit, or 16-bit for values past 255)."""
+    partial = path.with_name(path.name + ".partial")
+    image = Image.fromarray(array.astype(np.uint8 if array.max(initial=0) < 256 else np.uint16))
+    image.save(partial, format="PNG")
+    partial.replace(path)
+
+
 class PredictionWriter(BasePredictionWriter):
     """Write predictions under `output_dir` in the format of the task being predicted."""
 
@@ -106,30 +131,12 @@ class MaskSink:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.mode, self.class_names = mode, list(class_names)
         self.rle_format, self.rle_order = rle_format, rle_order
-        self._names: set[str] = set()
+        self._name = UniqueNames()
         self._csv = None
         if rle_format:
             header = ["id", "rle"] if mode == "binary" else ["id", "class", "rle"]
             self._csv = CsvSink(output_dir / f"masks{suffix}.csv", header, self._rows)
         self.count = 0
-
-    def _name(self, path: str) -> str:
-        """The input's file stem; an input whose stem was already written gets its folder's name too."""
-        source = Path(path)
-        name = source.stem
-        if name in self._names:
-            name = f"{source.parent.name}_{name}"
-        while name in self._names:
-            name += "_"
-        self._names.add(name)
-        return name
-
-    @staticmethod
-    def _save_png(array: np.ndarray, path: Path) -> None:
-        partial = path.with_name(path.name + ".partial")
-        image = Image.fromarray(array.astype(np.uint8 if array.max(initial=0) < 256 else np.uint16))
-        image.save(partial, format="PNG")
-        partial.replace(path)
 
     def _rows(self, outputs: list[tuple[str, np.ndarray]]):
         for name, mask in outputs:
@@ -149,9 +156,9 @@ class MaskSink:
             name = self._name(path)
             if self.mode == "multilabel":
                 for class_id, class_name in enumerate(self.class_names):
-                    self._save_png(mask[class_id] * 255, self.folder / f"{name}_{class_name}.png")
+                    save_png(mask[class_id] * 255, self.folder / f"{name}_{class_name}.png")
             else:
-                self._save_png(mask * 255 if self.mode == "binary" else mask, self.folder / f"{name}.png")
+                save_png(mask * 255 if self.mode == "binary" else mask, self.folder / f"{name}.png")
             written.append((name, mask))
             self.count += 1
         if self._csv is not None:
@@ -160,4 +167,25 @@ class MaskSink:
     def close(self) -> Path:
         if self._csv is not None:
             self._csv.close()
+        return self.folder
+
+
+class ImageSink:
+    """One PNG per predicted image under `output_dir/images/`, named after its input file.
+
+    The task's `predict_step` returns `{"path": [...], "images": [uint8 HxWx3 arrays]}`.
+    """
+
+    def __init__(self, output_dir: Path, suffix: str = "") -> None:
+        self.folder = output_dir / "images"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._name = UniqueNames()
+        self.count = 0
+
+    def write(self, outputs: dict[str, Any]) -> None:
+        for path, image in zip(outputs["path"], outputs["images"]):
+            save_png(image, self.folder / f"{self._name(path)}.png")
+            self.count += 1
+
+    def close(self) -> Path:
         return self.folder

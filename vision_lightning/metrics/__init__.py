@@ -1,3 +1,4 @@
 from vision_lightning.metrics.segmentation import SegmentationScores
+from vision_lightning.metrics.superres import SuperResScores
 
-__all__ = ["SegmentationScores"]
+__all__ = ["SegmentationScores", "SuperResScores"]

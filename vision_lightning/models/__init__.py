@@ -5,6 +5,9 @@ from vision_lightning.models.segmentation import (
     create_segmentation_model,
     predict_same_size,
 )
+from vision_lightning.models.style import create_style_model
+from vision_lightning.models.superres import create_superres_model, icnr_, load_for_scale
+from vision_lightning.models.tiling import tiled_forward
 from vision_lightning.models.unet import PaperUNet, UNet
 
 __all__ = [
@@ -15,5 +18,10 @@ __all__ = [
     "build_head",
     "create_backbone",
     "create_segmentation_model",
+    "create_style_model",
+    "create_superres_model",
+    "icnr_",
+    "load_for_scale",
     "predict_same_size",
+    "tiled_forward",
 ]

@@ -114,7 +114,9 @@ class BaseTask(pl.LightningModule):
         dict) once per epoch: they are updated every step, but handing Lightning the metrics on every
         step costs milliseconds per step for the same figures. Names get the `<stage>_` prefix;
         per-class names (`iou_class/<name>`) stay off the progress bar."""
-        metrics = getattr(self, f"{stage}_metrics")
+        metrics = getattr(self, f"{stage}_metrics", None)
+        if metrics is None:  # a task without metrics for this stage (style transfer has only losses)
+            return
         parts = [metrics] if isinstance(metrics, Metric) else list(metrics.values())
         if any(part.update_count for part in parts):
             prefix = f"{stage}_"
@@ -188,7 +190,7 @@ class BaseTask(pl.LightningModule):
             raise InputError(message) from None
 
 
-ARCHITECTURE_KEYS = ("backbone", "arch", "encoder", "num_classes", "label_mode", "mode", "head")
+ARCHITECTURE_KEYS = ("backbone", "arch", "encoder", "num_classes", "label_mode", "mode", "head", "scale")
 
 
 def _architecture_differences(trained: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

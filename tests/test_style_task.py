@@ -1,0 +1,135 @@
+"""StyleTransferModule: training with a style computed once, loss terms, predict, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import cpu_trainer, run_cli
+from vision_lightning.callbacks.prediction_writer import PredictionWriter
+from vision_lightning.data.style import StyleTransferDataModule
+from vision_lightning.data.textures import SyntheticTextures
+from vision_lightning.losses.feature import StyleLoss
+from vision_lightning.tasks.style import StyleTransferModule
+from vision_lightning.utils.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "configs/quickstart/style.yaml"
+SMALL_NET = {"arch_args": {"channels": 8, "blocks": 1}}
+pytestmark = pytest.mark.filterwarnings("ignore:.*random weights.*")
+
+
+@pytest.fixture
+def style_path(tmp_path: Path) -> Path:
+    path = tmp_path / "style.png"
+    Image.fromarray(SyntheticTextures(1, 40, seed=5).sample(0)).save(path)
+    return path
+
+
+def small_data(style_path: Path, **kwargs) -> StyleTransferDataModule:
+    args = {"synthetic_samples": 10, "image_size": 32, "batch_size": 4}
+    return StyleTransferDataModule(style_image=str(style_path), **{**args, **kwargs})
+
+
+def test_fit_logs_every_loss_term_and_computes_the_style_once(tmp_path, style_path, monkeypatch):
+    calls = []
+    original = StyleLoss.set_style
+    monkeypatch.setattr(StyleLoss, "set_style", lambda self, style: calls.append(1) or original(self, style))
+    model = StyleTransferModule(tv_weight=1e-4, **SMALL_NET)
+    trainer = cpu_trainer(max_epochs=2, default_root_dir=tmp_path)
+    trainer.fit(model, small_data(style_path))
+    assert len(calls) == 1
+    logged = set(trainer.callback_metrics)
+    expected = {"val_loss_content_relu4_3", "val_loss_tv"} | {
+        f"val_loss_style_{layer}" for layer in ("relu2_2", "relu3_3", "relu4_3", "relu5_3")
+    }
+    assert expected <= logged
+    total = trainer.callback_metrics["val_loss"]
+    assert total == pytest.approx(sum(float(trainer.callback_metrics[k]) for k in expected), rel=1e-4)
+
+
+def test_a_short_last_batch_is_handled(tmp_path, style_path):
+    model = StyleTransferModule(**SMALL_NET)
+    data = small_data(style_path, synthetic_samples=10, batch_size=3)
+    trainer = cpu_trainer(max_epochs=1, default_root_dir=tmp_path)
+    trainer.fit(model, data)
+    sizes = [len(batch["image"]) for batch in data.val_dataloader()]
+    assert sizes[-1] < sizes[0]  # validation ran through a short last batch
+    assert torch.isfinite(trainer.callback_metrics["val_loss"])
+
+
+def test_training_lowers_the_loss(tmp_path, style_path):
+    torch.manual_seed(0)
+    model = StyleTransferModule(lr=3e-3, **SMALL_NET)
+    data = small_data(style_path, synthetic_samples=8)
+    trainer = cpu_trainer(max_epochs=6, default_root_dir=tmp_path)
+    before = trainer.validate(model, data, verbose=False)[0]["val_loss"]
+    trainer.fit(model, data)
+    after = trainer.validate(model, data, verbose=False)[0]["val_loss"]
+    assert after < before
+
+
+def test_only_the_network_trains_and_checkpoints_hold_no_vgg(tmp_path, style_path):
+    model = StyleTransferModule(**SMALL_NET)
+    trainer = cpu_trainer(max_epochs=1, default_root_dir=tmp_path, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(model, small_data(style_path))
+    optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert optimized == {id(p) for p in model.model.parameters()}
+    assert all(key.startswith("model.") for key in model.state_dict())
+
+
+def test_predict_keeps_full_resolution_of_any_size(tmp_path, style_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    textures = SyntheticTextures(2, 50, seed=9)
+    sizes = [(50, 37), (21, 30)]
+    for i, (w, h) in enumerate(sizes):
+        Image.fromarray(textures.sample(i)[:h, :w]).save(folder / f"photo{i}.jpg")
+    model = StyleTransferModule(arch="style_resnet", **SMALL_NET)
+    data = small_data(style_path, predict_root=str(folder))
+    writer = PredictionWriter(str(tmp_path / "out"))
+    cpu_trainer(callbacks=[writer], default_root_dir=tmp_path).predict(model, data, return_predictions=False)
+    for i, (w, h) in enumerate(sizes):
+        with Image.open(tmp_path / "out/images" / f"photo{i}.png") as image:
+            assert image.size == (w, h)
+
+
+def test_the_data_modules_style_is_used_without_style_image(tmp_path, style_path):
+    model = StyleTransferModule(**SMALL_NET)
+    trainer = cpu_trainer(max_epochs=1, default_root_dir=tmp_path, limit_train_batches=1, limit_val_batches=1)
+    trainer.fit(model, small_data(style_path))
+    assert model.loss_fn.has_style
+
+
+def test_without_any_style_image_the_error_says_what_to_do():
+    model = StyleTransferModule(**SMALL_NET)  # no style_image, and no StyleTransferDataModule to ask
+    with pytest.raises(InputError, match="style_image"):
+        model.setup("fit")
+
+
+def test_unknown_layer_name_is_refused():
+    with pytest.raises(InputError, match="relu9_9"):
+        StyleTransferModule(style_layers={"relu9_9": 1.0}, **SMALL_NET)
+
+
+def test_cli_reports_a_missing_style_image(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit", "--config", QUICKSTART, "--data.init_args.style_image", tmp_path / "nope.jpg",
+                "--trainer.default_root_dir", tmp_path)  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "nope.jpg" in err and "does not exist" in err
+    assert "Traceback" not in err
+
+
+def test_cli_fit_then_predict(tmp_path):
+    run = tmp_path / "run"
+    common = ["--config", QUICKSTART, "--trainer.default_root_dir", run, "--trainer.enable_progress_bar", "false",
+              "--data.init_args.synthetic_samples", "8", "--data.init_args.image_size", "32"]  # fmt: skip
+    run_cli("fit", *common, "--trainer.max_epochs", "1", "--checkpoint.dirpath", run / "checkpoints")
+    run_cli("predict", *common, "--ckpt_path", run / "checkpoints/last.ckpt", "--trainer.logger", "false",
+            "--prediction_writer.output_dir", run / "predictions")  # fmt: skip
+    assert sorted((run / "predictions/images").glob("*.png"))

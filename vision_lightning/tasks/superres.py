@@ -1,0 +1,237 @@
+"""SuperResModule: single-image super-resolution x2, x3 or x4.
+
+The network works at low resolution and upsamples at its end with ICNR-initialised sub-pixel
+convolutions (`models/superres.py`: the seed-004 SrResnet, EDSR-baseline, ESPCN). Its LR feature body
+is the backbone; the upsampling stages and the tail are the head.
+
+Seed 004 grows a trained x2 model into x4: `weights: x2.ckpt` on an x4 model loads every tensor that
+fits, keeps the new upsampling stage's ICNR initialisation and reports it, and `new_layers_first: N`
+trains only the new layers for the first N epochs before everything trains.
+
+Validation runs on whole images and reports PSNR / SSIM on RGB and Y with a border crop of `scale`
+(`val_psnr_y_crop4`), next to bicubic upscaling of the same images (`val_bicubic_psnr_y_crop4`) and
+the margin over it (`val_psnr_y_crop4_over_bicubic`). `predict` upscales whole images tile by tile
+and writes PNGs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vision_lightning.callbacks.prediction_writer import ImageSink
+from vision_lightning.losses.image import build_superres_loss, warn_if_random_features
+from vision_lightning.metrics.superres import SuperResScores
+from vision_lightning.models.superres import create_superres_model, load_for_scale
+from vision_lightning.models.tiling import tiled_forward
+from vision_lightning.tasks.base import BaseTask
+from vision_lightning.tasks.optimization import OptimizerName, SchedulerName
+from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.loggers import log_image
+from vision_lightning.utils.resize import bicubic_resize
+from vision_lightning.utils.visualize import captioned_grid, to_uint8_images
+
+log = logging.getLogger(__name__)
+
+SuperResLoss = Literal["l1", "mse", "charbonnier", "feature"]
+
+
+class SuperResModule(BaseTask):
+    """Super-resolution network + pixel or feature loss + PSNR/SSIM against bicubic.
+
+    Args:
+        arch: `srresnet` (seed 004), `edsr_baseline` or `espcn`, or a ready `nn.Module` with
+            `features` (its LR body), mapping LR (N, 3, h, w) in [0, 1] to (N, 3, h*scale, w*scale).
+        scale: 2, 3 or 4 (linked from the data module by the CLI).
+        arch_args: more constructor arguments of the network (`blocks`, `channels`, ...).
+        weights: a state dict or checkpoint of this network at this or another scale; loaded
+            partially (every tensor that fits), with a report of what was new or skipped.
+        new_layers_first: epochs at the start during which only the layers `weights` lacked train.
+        loss: `l1`, `mse`, `charbonnier`, or `feature` (seed 004: pixel L1 / 100 + VGG16-BN relu1_2,
+            relu2_2, relu3_3 features weighted 0.2, 0.7, 0.1); `loss_args` go to the loss.
+        feature_pretrained / feature_weights: ImageNet weights of the feature loss's network, by
+            download or from a local file (random features otherwise, with a warning: tests only).
+        tile / tile_overlap: `predict` upscales tiles of this many LR pixels with this much context.
+        log_images: validation images shown in TensorBoard as LR / bicubic / SR / HR.
+    """
+
+    def __init__(
+        self,
+        arch: str | nn.Module = "srresnet",
+        scale: int = 4,
+        arch_args: dict[str, Any] | None = None,
+        weights: str | None = None,
+        new_layers_first: int = 0,
+        loss: SuperResLoss = "l1",
+        loss_args: dict[str, Any] | None = None,
+        feature_pretrained: bool = False,
+        feature_weights: str | None = None,
+        tile: int = 128,
+        tile_overlap: int = 16,
+        log_images: int = 2,
+        optimizer: OptimizerName = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        scheduler: SchedulerName | None = None,
+        scheduler_args: dict[str, Any] | None = None,
+        warmup_epochs: float = 0,
+        freeze_backbone: bool | int = False,
+    ) -> None:
+        if scale not in (2, 3, 4):
+            raise InputError(f"scale must be 2, 3 or 4, got {scale}")
+        if new_layers_first and not weights:
+            raise InputError("new_layers_first needs weights: the file whose layers train later")
+        if tile < 8 or tile_overlap < 0:
+            raise InputError(f"tile must be at least 8 and tile_overlap >= 0, got {tile} and {tile_overlap}")
+        self.new_parameters: list[str] = []
+        super().__init__(
+            optimizer, lr, weight_decay, momentum, nesterov, scheduler, scheduler_args, warmup_epochs, freeze_backbone
+        )  # fmt: skip
+
+    # ---------------------------------------------------------------- configure
+    def configure_models(self) -> None:
+        hp = self.hparams
+        if "arch" in self.init_modules:
+            self.model = self.init_modules.pop("arch")
+            if not isinstance(getattr(self.model, "features", None), nn.Module):
+                raise InputError("a super-resolution network passed as arch needs a `features` attribute")
+        else:
+            self.model = create_superres_model(hp.arch, hp.scale, **(hp.arch_args or {}))
+        if hp.weights:
+            report = load_for_scale(self.model, hp.weights)
+            self.new_parameters = [k for k in report["kept_init"] if k in dict(self.model.named_parameters())]
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.model.features
+
+    @property
+    def head(self) -> nn.ModuleList:
+        return nn.ModuleList(m for name, m in self.model.named_children() if name != "features")
+
+    def configure_losses(self) -> None:
+        hp = self.hparams
+        self.loss_fn = build_superres_loss(hp.loss, hp.loss_args, hp.feature_pretrained, hp.feature_weights)
+
+    def configure_metrics(self) -> None:
+        self.val_metrics = SuperResScores(self.hparams.scale)
+        self.test_metrics = SuperResScores(self.hparams.scale)
+        self._samples: list[dict[str, Tensor]] = []
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        warn_if_random_features(self.loss_fn)
+
+    # ---------------------------------------------------------------- new layers first (seed 004)
+    def on_train_epoch_start(self) -> None:
+        """While `new_layers_first` lasts, only the layers the loaded weights lacked get gradients."""
+        if not self.hparams.new_layers_first:
+            return
+        only_new = self.current_epoch < self.hparams.new_layers_first
+        new = set(self.new_parameters)
+        for name, parameter in self.model.named_parameters():
+            parameter.requires_grad_(name in new or not only_new)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["new_parameters"] = list(self.new_parameters)  # a resume no longer reads `weights`
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.new_parameters = list(checkpoint.get("new_parameters", self.new_parameters))
+
+    # ---------------------------------------------------------------- steps
+    def forward(self, lr: Tensor) -> Tensor:
+        """SR images (N, 3, h*scale, w*scale), unclamped, for LR images (N, 3, h, w) in [0, 1]."""
+        return self.model(lr)
+
+    def _loss(self, sr: Tensor, hr: Tensor, stage: str) -> Tensor:
+        loss, parts = self.loss_fn(sr, hr)
+        size = len(sr)
+        self.log(
+            f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=size
+        )
+        if len(parts) > 1:  # each weighted term, so they can be balanced (seed 004 prints them)
+            for name, value in parts.items():
+                self.log(f"{stage}_loss_{name}", value, on_step=False, on_epoch=True, batch_size=size)
+        return loss
+
+    def _check_batch(self, batch: dict[str, Any]) -> None:
+        lr, hr = batch["lr"], batch["hr"]
+        scale = self.hparams.scale
+        if tuple(hr.shape[-2:]) != (lr.shape[-2] * scale, lr.shape[-1] * scale):
+            raise InputError(
+                f"HR images of {list(hr.shape[-2:])} are not {scale}x the LR images of {list(lr.shape[-2:])}: "
+                f"does the data module's scale match the model's scale {scale}?"
+            )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        if batch_idx == 0:
+            self._check_batch(batch)
+        return self._loss(self(batch["lr"]), batch["hr"], "train")
+
+    def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> Tensor:
+        if batch_idx == 0:
+            self._check_batch(batch)
+        lr, hr = batch["lr"], batch["hr"]
+        sr = self(lr)
+        self._loss(sr, hr, stage)
+        bicubic = bicubic_resize(lr, hr.shape[-2:])
+        getattr(self, f"{stage}_metrics").update(sr.detach(), hr, bicubic)
+        return sr
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        sr = self._evaluate(batch, batch_idx, "val")
+        if len(self._samples) < self.hparams.log_images:
+            for i in range(min(len(sr), self.hparams.log_images - len(self._samples))):
+                self._samples.append(
+                    {"lr": batch["lr"][i].cpu(), "sr": sr[i].cpu(), "hr": batch["hr"][i].cpu()}
+                )
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+        samples, self._samples = self._samples, []
+        if samples and not self.trainer.sanity_checking:
+            log_image(self.trainer, "val/lr_bicubic_sr_hr", self._comparison_grid(samples))
+
+    def _comparison_grid(self, samples: list[dict[str, Tensor]], crop: int = 192) -> np.ndarray:
+        """LR (pixels enlarged), bicubic, SR and HR side by side: a centre crop of at most `crop` HR
+        pixels of each image, so detail is visible at TensorBoard's size."""
+        scale = self.hparams.scale
+        tiles, captions = [], []
+        for i, sample in enumerate(samples):
+            hr = sample["hr"][None]
+            h, w = hr.shape[-2:]
+            ch, cw = min(crop, h) // scale * scale, min(crop, w) // scale * scale
+            top, left = (h - ch) // 2 // scale * scale, (w - cw) // 2 // scale * scale
+            window = (slice(None), slice(None), slice(top, top + ch), slice(left, left + cw))
+            lr = sample["lr"][None][
+                :, :, top // scale : (top + ch) // scale, left // scale : (left + cw) // scale
+            ]
+            views = [
+                F.interpolate(lr, scale_factor=scale, mode="nearest"),
+                bicubic_resize(lr, (ch, cw)),
+                sample["sr"][None][window],
+                hr[window],
+            ]
+            tiles += [to_uint8_images(v)[0] for v in views]
+            captions += [f"LR {i}", "bicubic", "SR", "HR"]
+        return captioned_grid(np.stack(tiles), captions, columns=4)
+
+    # ---------------------------------------------------------------- predict
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        hp = self.hparams
+        sr = tiled_forward(self.model, batch["lr"], hp.scale, hp.tile, hp.tile_overlap)
+        return {"path": list(batch["path"]), "images": list(to_uint8_images(sr))}
+
+    def prediction_sink(self, output_dir: Path, suffix: str = "") -> ImageSink:
+        return ImageSink(output_dir, suffix)
