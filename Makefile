@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 QUICKSTART_RUN ?= runs/quickstart
-QUICKSTART_TASKS ?= classification segmentation
+QUICKSTART_TASKS ?= classification segmentation superres style
 DATA_ROOT ?= ../shared/data
 
 .PHONY: install quickstart test bench lint clean

@@ -17,6 +17,7 @@ from PIL import Image
 
 from tests.conftest import fake_torchvision, run_cli
 from vision_lightning.data.synthetic import SyntheticShapes, write_image_folder
+from vision_lightning.data.textures import SyntheticTextures
 from vision_lightning.utils.rle import rle_encode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +117,38 @@ def _segmentation_data(data: dict, tmp_path: Path) -> list[str]:
     return ["--data.init_args.root", root, "--data.init_args.image_size", "64"]
 
 
+def _texture_folder(folder: Path, count: int, size: int, seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    textures = SyntheticTextures(count, size, seed=seed)
+    for i in range(count):
+        Image.fromarray(textures.sample(i)).save(folder / f"img{i}.png")
+    return folder
+
+
+def _superres_data(data: dict, tmp_path: Path) -> list[str]:
+    """HR photos stand-ins in the folders the config names (train, val), larger than the crops."""
+    args = []
+    for key in ("train_root", "val_root", "test_root"):
+        if data.get(key):
+            folder = _texture_folder(tmp_path / key, 3, 100, seed=len(args))
+            args += [f"--data.init_args.{key}", folder]
+    return [*args, "--data.init_args.image_size", "48", "--data.init_args.patches_per_image", "1"]
+
+
+def _style_data(data: dict, tmp_path: Path) -> list[str]:
+    """Content photos and a style image in place of the config's, small enough for a quick step."""
+    style = _texture_folder(tmp_path / "style", 1, 48, seed=7) / "img0.png"
+    args = ["--data.init_args.style_image", style, "--data.init_args.image_size", "32"]
+    if data.get("train_root"):
+        args += ["--data.init_args.train_root", _texture_folder(tmp_path / "content", 4, 40)]
+    return args
+
+
 def redirect_data(data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str = "") -> list[str]:
+    if kind == "SuperResDataModule":
+        return _superres_data(data, tmp_path)
+    if kind == "StyleTransferDataModule":
+        return _style_data(data, tmp_path)
     source = data.get("source", "synthetic")
     if kind == "SegmentationDataModule" and source != "synthetic":
         return _segmentation_data(data, tmp_path) + ["--data.init_args.cache_images", "false"]
@@ -133,7 +165,7 @@ def redirect_data(data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, k
 
 
 def test_configs_are_found():
-    assert len(CONFIGS) >= 19
+    assert len(CONFIGS) >= 26
     assert (ROOT / "configs/quickstart/classification.yaml") in CONFIGS
 
 
@@ -158,6 +190,10 @@ def test_config_fast_dev_run(config: Path, tmp_path: Path, monkeypatch: pytest.M
         args += ["--model.init_args.pretrained", "false"]  # no downloads in tests
     if model.get("weights"):
         args += ["--model.init_args.weights", "null"]  # an earlier stage's output: not there in tests
+        if model.get("new_layers_first"):  # which layers are new comes from those weights
+            args += ["--model.init_args.new_layers_first", "0"]
+    if model.get("feature_pretrained"):
+        args += ["--model.init_args.feature_pretrained", "false"]  # the loss network's download
     kind = spec["data"]["class_path"].rsplit(".", 1)[-1]
     args += redirect_data(data, tmp_path, monkeypatch, kind)
     run_cli(*args)
