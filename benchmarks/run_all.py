@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["classification.py", "segmentation.py"]
+BENCHMARKS = ["classification.py", "segmentation.py", "superres.py"]
 
 
 def main() -> None:

@@ -229,3 +229,15 @@ def test_load_from_checkpoint_needs_no_arguments(tmp_path):
     assert torch.equal(loaded.eval()(lr), model.eval()(lr))
     with pytest.raises(InputError, match="scale"):
         SuperResModule.load_from_checkpoint(path, scale=4)
+
+
+def test_a_frozen_backbone_stays_frozen_after_the_new_layers_phase(tmp_path):
+    x2 = SuperResModule(arch="espcn", scale=2)
+    path = tmp_path / "x2.pt"
+    torch.save(x2.model.state_dict(), path)
+    model = SuperResModule(arch="espcn", scale=3, weights=str(path), new_layers_first=1, freeze_backbone=True)
+    start = {k: v.clone() for k, v in model.model.state_dict().items()}
+    trainer = cpu_trainer(max_epochs=2, default_root_dir=tmp_path, limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(model, small_data(3, image_size=24))
+    changed = {k for k, v in model.model.state_dict().items() if not torch.equal(v, start[k])}
+    assert changed and not any(k.startswith("features.") for k in changed)

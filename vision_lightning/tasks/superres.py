@@ -91,6 +91,7 @@ class SuperResModule(BaseTask):
         if tile < 8 or tile_overlap < 0:
             raise InputError(f"tile must be at least 8 and tile_overlap >= 0, got {tile} and {tile_overlap}")
         self.new_parameters: list[str] = []
+        self._kept_frozen: set[str] | None = None
         super().__init__(
             optimizer, lr, weight_decay, momentum, nesterov, scheduler, scheduler_args, warmup_epochs, freeze_backbone
         )  # fmt: skip
@@ -134,10 +135,12 @@ class SuperResModule(BaseTask):
         """While `new_layers_first` lasts, only the layers the loaded weights lacked get gradients."""
         if not self.hparams.new_layers_first:
             return
+        if self._kept_frozen is None:  # what freeze_backbone froze stays frozen in both phases
+            self._kept_frozen = {n for n, p in self.model.named_parameters() if not p.requires_grad}
         only_new = self.current_epoch < self.hparams.new_layers_first
         new = set(self.new_parameters)
         for name, parameter in self.model.named_parameters():
-            parameter.requires_grad_(name in new or not only_new)
+            parameter.requires_grad_(name not in self._kept_frozen and (name in new or not only_new))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["new_parameters"] = list(self.new_parameters)  # a resume no longer reads `weights`
@@ -207,11 +210,12 @@ class SuperResModule(BaseTask):
         """LR (pixels enlarged), bicubic, SR and HR side by side: a centre crop of at most `crop` HR
         pixels of each image, so detail is visible at TensorBoard's size."""
         scale = self.hparams.scale
+        crop = min([crop] + [min(sample["hr"].shape[-2:]) for sample in samples])  # one tile size
         tiles, captions = [], []
         for i, sample in enumerate(samples):
             hr = sample["hr"][None]
             h, w = hr.shape[-2:]
-            ch, cw = min(crop, h) // scale * scale, min(crop, w) // scale * scale
+            ch, cw = crop // scale * scale, crop // scale * scale
             top, left = (h - ch) // 2 // scale * scale, (w - cw) // 2 // scale * scale
             window = (slice(None), slice(None), slice(top, top + ch), slice(left, left + cw))
             lr = sample["lr"][None][
