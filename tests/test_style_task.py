@@ -13,6 +13,7 @@ from vision_lightning.callbacks.prediction_writer import PredictionWriter
 from vision_lightning.data.style import StyleTransferDataModule
 from vision_lightning.data.textures import SyntheticTextures
 from vision_lightning.losses.feature import StyleLoss
+from vision_lightning.models.style import create_style_model
 from vision_lightning.tasks.style import StyleTransferModule
 from vision_lightning.utils.errors import InputError
 
@@ -133,3 +134,11 @@ def test_cli_fit_then_predict(tmp_path):
     run_cli("predict", *common, "--ckpt_path", run / "checkpoints/last.ckpt", "--trainer.logger", "false",
             "--prediction_writer.output_dir", run / "predictions")  # fmt: skip
     assert sorted((run / "predictions/images").glob("*.png"))
+
+
+def test_a_ready_network_can_be_passed_as_arch():
+    network = create_style_model("transformer_net", channels=8, blocks=1)
+    model = StyleTransferModule(arch=network)
+    assert model.model is network and model.backbone is network.encoder
+    with pytest.raises(InputError, match="`encoder` attribute"):
+        StyleTransferModule(arch=torch.nn.Conv2d(3, 3, 3))

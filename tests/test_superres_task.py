@@ -241,3 +241,12 @@ def test_a_frozen_backbone_stays_frozen_after_the_new_layers_phase(tmp_path):
     trainer.fit(model, small_data(3, image_size=24))
     changed = {k for k, v in model.model.state_dict().items() if not torch.equal(v, start[k])}
     assert changed and not any(k.startswith("features.") for k in changed)
+
+
+def test_a_ready_network_can_be_passed_as_arch():
+    network = create_superres_model("espcn", scale=2)
+    model = SuperResModule(arch=network, scale=2)
+    assert model.model is network and model.backbone is network.features
+    assert "arch" not in model.hparams  # a module is not a hyperparameter
+    with pytest.raises(InputError, match="`features` attribute"):
+        SuperResModule(arch=torch.nn.Conv2d(3, 12, 3), scale=2)

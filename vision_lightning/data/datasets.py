@@ -13,7 +13,7 @@ from torch.utils.data import Dataset, default_collate
 
 from vision_lightning.data.synthetic import SyntheticShapes
 from vision_lightning.utils.errors import InputError
-from vision_lightning.utils.images import read_image
+from vision_lightning.utils.images import read_image, to_float_tensor
 
 
 class SampleSource(Protocol):
@@ -134,3 +134,18 @@ class CachedSource:
     @property
     def nbytes(self) -> int:
         return sum(image.nbytes for image, _, _ in self._samples.values())
+
+
+class WholeImages(Dataset):
+    """Images of a source at full resolution as float tensors in [0, 1]: `{key: image, "path": name}`
+    (photos to stylise, LR images to upscale); their sizes differ, so they go one per batch."""
+
+    def __init__(self, source: SampleSource, indices: Sequence[int], key: str = "image") -> None:
+        self.source, self.indices, self.key = source, list(indices), key
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, _, name = self.source.load(self.indices[index])
+        return {self.key: to_float_tensor(image), "path": name}

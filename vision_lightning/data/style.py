@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from vision_lightning.data.base import Split, VisionDataModule
-from vision_lightning.data.datasets import FileSource, SampleSource
+from vision_lightning.data.datasets import FileSource, SampleSource, WholeImages
 from vision_lightning.data.splits import group_split
 from vision_lightning.data.textures import SyntheticTextures, TextureSource
 from vision_lightning.utils.errors import InputError, MissingInputError
@@ -74,20 +74,6 @@ class ContentCrops(Dataset):
         if self.train and torch.rand(()) < 0.5:
             square = square.flip(-1)
         return {"image": square.contiguous(), "path": name}
-
-
-class WholeImages(Dataset):
-    """Images at full resolution, `{"image", "path"}` (stylising photos for predict)."""
-
-    def __init__(self, source: SampleSource, indices: Sequence[int]) -> None:
-        self.source, self.indices = source, list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image, _, name = self.source.load(self.indices[index])
-        return {"image": to_float_tensor(image), "path": name}
 
 
 class StyleTransferDataModule(VisionDataModule):

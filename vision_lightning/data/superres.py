@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from vision_lightning.data.base import Split, VisionDataModule
-from vision_lightning.data.datasets import FileSource, SampleSource
+from vision_lightning.data.datasets import FileSource, SampleSource, WholeImages
 from vision_lightning.data.splits import group_split
 from vision_lightning.data.textures import SyntheticTextures, TextureSource
 from vision_lightning.utils.errors import InputError
@@ -180,20 +180,6 @@ class SuperResImages(Dataset):
         if self.with_hr:
             item["hr"] = hr_tensor.contiguous()
         return item
-
-
-class LowResImages(Dataset):
-    """LR images to upscale, whole: `{"lr", "path"}`."""
-
-    def __init__(self, source: SampleSource, indices: Sequence[int]) -> None:
-        self.source, self.indices = source, list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image, _, name = self.source.load(self.indices[index])
-        return {"lr": to_float_tensor(image), "path": name}
 
 
 def _whole(source: SampleSource) -> Split:
@@ -421,7 +407,7 @@ class SuperResDataModule(VisionDataModule):
     def _dataset(self, split: str, train: bool = False) -> Dataset:
         self.setup("predict" if split == "predict" else None)
         if split == "predict" and "predict" in self._sources:
-            return LowResImages(*self._sources["predict"])
+            return WholeImages(*self._sources["predict"], key="lr")
         key = self._available_split(self._sources, split)
         if key not in self._sources:
             raise InputError(_missing_split_message(split))

@@ -1,7 +1,14 @@
-from vision_lightning.tasks.base import BaseTask
+from vision_lightning.tasks.base import BaseTask, NetworkTask
 from vision_lightning.tasks.classification import ClassifierModule
 from vision_lightning.tasks.segmentation import SegmentationModule
 from vision_lightning.tasks.style import StyleTransferModule
 from vision_lightning.tasks.superres import SuperResModule
 
-__all__ = ["BaseTask", "ClassifierModule", "SegmentationModule", "StyleTransferModule", "SuperResModule"]
+__all__ = [
+    "BaseTask",
+    "ClassifierModule",
+    "NetworkTask",
+    "SegmentationModule",
+    "StyleTransferModule",
+    "SuperResModule",
+]

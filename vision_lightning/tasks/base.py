@@ -9,7 +9,7 @@ schedulers, DDP and resume never see a group appear mid-run (Lightning #8720, #2
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -188,6 +188,35 @@ class BaseTask(pl.LightningModule):
                 "checkpoint", f"checkpoint {checkpoint_path} trained with {', '.join(differences)}", 1
             )
             raise InputError(message) from None
+
+
+class NetworkTask(BaseTask):
+    """A task whose whole network is `self.model`, built by name from `arch` or passed as a ready
+    `nn.Module`; its child `backbone_child` is the backbone and its other children are the head
+    (segmentation: `encoder`; super-resolution: `features`; style transfer: `encoder`)."""
+
+    backbone_child: str = "encoder"
+    task_name: str = "task"
+
+    def _set_model(self, build: Callable[[], nn.Module]) -> None:
+        """`self.model` from an `arch` module given to `__init__`, else from `build()`."""
+        if "arch" in self.init_modules:
+            self.model = self.init_modules.pop("arch")
+            if not isinstance(getattr(self.model, self.backbone_child, None), nn.Module):
+                article = "an" if self.backbone_child[0] in "aeiou" else "a"
+                raise InputError(
+                    f"a {self.task_name} network passed as arch needs {article} `{self.backbone_child}` attribute"
+                )
+        else:
+            self.model = build()
+
+    @property
+    def backbone(self) -> nn.Module:
+        return getattr(self.model, self.backbone_child)
+
+    @property
+    def head(self) -> nn.ModuleList:
+        return nn.ModuleList(m for name, m in self.model.named_children() if name != self.backbone_child)
 
 
 ARCHITECTURE_KEYS = ("backbone", "arch", "encoder", "num_classes", "label_mode", "mode", "head", "scale")

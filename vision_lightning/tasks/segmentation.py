@@ -24,7 +24,7 @@ from vision_lightning.callbacks.prediction_writer import MaskSink
 from vision_lightning.losses.segmentation import build_segmentation_loss
 from vision_lightning.metrics.segmentation import SegmentationScores
 from vision_lightning.models.segmentation import create_segmentation_model, predict_same_size
-from vision_lightning.tasks.base import BaseTask
+from vision_lightning.tasks.base import NetworkTask
 from vision_lightning.tasks.optimization import OptimizerName, SchedulerName
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.loggers import log_image
@@ -33,7 +33,7 @@ from vision_lightning.utils.visualize import captioned_grid, mask_overlay, to_ui
 SegmentationMode = Literal["binary", "multiclass", "multilabel"]
 
 
-class SegmentationModule(BaseTask):
+class SegmentationModule(NetworkTask):
     """Segmentation network + loss + metrics.
 
     Args:
@@ -54,6 +54,9 @@ class SegmentationModule(BaseTask):
         log_images: validation samples shown in TensorBoard as image / true mask / predicted mask.
         rle_format / rle_order: also write predictions as an RLE CSV (`carvana` or `siim`).
     """
+
+    backbone_child = "encoder"
+    task_name = "segmentation"
 
     def __init__(
         self,
@@ -112,22 +115,11 @@ class SegmentationModule(BaseTask):
     def configure_models(self) -> None:
         hp = self.hparams
         outputs = 1 if hp.mode == "binary" else hp.num_classes
-        if "arch" in self.init_modules:
-            self.model = self.init_modules.pop("arch")
-            if not isinstance(getattr(self.model, "encoder", None), nn.Module):
-                raise InputError("a segmentation network passed as arch needs an `encoder` attribute")
-        else:
-            self.model = create_segmentation_model(
+        self._set_model(
+            lambda: create_segmentation_model(
                 hp.arch, hp.encoder, outputs, hp.in_channels or 3, hp.pretrained, hp.weights, hp.arch_args
             )
-
-    @property
-    def backbone(self) -> nn.Module:
-        return self.model.encoder
-
-    @property
-    def head(self) -> nn.ModuleList:
-        return nn.ModuleList(m for name, m in self.model.named_children() if name != "encoder")
+        )
 
     def configure_losses(self) -> None:
         hp = self.hparams

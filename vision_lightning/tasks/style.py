@@ -25,7 +25,7 @@ from vision_lightning.data.style import read_style_image
 from vision_lightning.losses.feature import StyleLoss
 from vision_lightning.losses.image import build_feature_loss, warn_if_random_features
 from vision_lightning.models.style import create_style_model
-from vision_lightning.tasks.base import BaseTask
+from vision_lightning.tasks.base import NetworkTask
 from vision_lightning.tasks.optimization import OptimizerName, SchedulerName
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.loggers import log_image
@@ -37,7 +37,7 @@ SEED_CONTENT_LAYERS = {"relu4_3": 1e4}
 SEED_STYLE_LAYERS = {"relu2_2": 0.025, "relu3_3": 0.275, "relu4_3": 5.0, "relu5_3": 0.2}
 
 
-class StyleTransferModule(BaseTask):
+class StyleTransferModule(NetworkTask):
     """Image transformation network + content / style / total-variation loss.
 
     Args:
@@ -55,6 +55,9 @@ class StyleTransferModule(BaseTask):
             from a local file (random features otherwise, with a warning: tests only).
         log_images: validation content images shown in TensorBoard next to their stylised version.
     """
+
+    backbone_child = "encoder"
+    task_name = "style"
 
     def __init__(
         self,
@@ -87,22 +90,9 @@ class StyleTransferModule(BaseTask):
     # ---------------------------------------------------------------- configure
     def configure_models(self) -> None:
         hp = self.hparams
-        if "arch" in self.init_modules:
-            self.model = self.init_modules.pop("arch")
-            if not isinstance(getattr(self.model, "encoder", None), nn.Module):
-                raise InputError("a style network passed as arch needs an `encoder` attribute")
-        else:
-            self.model = create_style_model(hp.arch, **(hp.arch_args or {}))
+        self._set_model(lambda: create_style_model(hp.arch, **(hp.arch_args or {})))
         if hp.weights:
             load_weights(self.model, hp.weights, prefix="model.")
-
-    @property
-    def backbone(self) -> nn.Module:
-        return self.model.encoder
-
-    @property
-    def head(self) -> nn.ModuleList:
-        return nn.ModuleList(m for name, m in self.model.named_children() if name != "encoder")
 
     def configure_losses(self) -> None:
         hp = self.hparams

@@ -29,7 +29,7 @@ from vision_lightning.losses.image import build_superres_loss, warn_if_random_fe
 from vision_lightning.metrics.superres import SuperResScores
 from vision_lightning.models.superres import create_superres_model, load_for_scale
 from vision_lightning.models.tiling import tiled_forward
-from vision_lightning.tasks.base import BaseTask
+from vision_lightning.tasks.base import NetworkTask
 from vision_lightning.tasks.optimization import OptimizerName, SchedulerName
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.loggers import log_image
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 SuperResLoss = Literal["l1", "mse", "charbonnier", "feature"]
 
 
-class SuperResModule(BaseTask):
+class SuperResModule(NetworkTask):
     """Super-resolution network + pixel or feature loss + PSNR/SSIM against bicubic.
 
     Args:
@@ -59,6 +59,9 @@ class SuperResModule(BaseTask):
         tile / tile_overlap: `predict` upscales tiles of this many LR pixels with this much context.
         log_images: validation images shown in TensorBoard as LR / bicubic / SR / HR.
     """
+
+    backbone_child = "features"
+    task_name = "super-resolution"
 
     def __init__(
         self,
@@ -99,23 +102,10 @@ class SuperResModule(BaseTask):
     # ---------------------------------------------------------------- configure
     def configure_models(self) -> None:
         hp = self.hparams
-        if "arch" in self.init_modules:
-            self.model = self.init_modules.pop("arch")
-            if not isinstance(getattr(self.model, "features", None), nn.Module):
-                raise InputError("a super-resolution network passed as arch needs a `features` attribute")
-        else:
-            self.model = create_superres_model(hp.arch, hp.scale, **(hp.arch_args or {}))
+        self._set_model(lambda: create_superres_model(hp.arch, hp.scale, **(hp.arch_args or {})))
         if hp.weights:
             report = load_for_scale(self.model, hp.weights)
             self.new_parameters = [k for k in report["kept_init"] if k in dict(self.model.named_parameters())]
-
-    @property
-    def backbone(self) -> nn.Module:
-        return self.model.features
-
-    @property
-    def head(self) -> nn.ModuleList:
-        return nn.ModuleList(m for name, m in self.model.named_children() if name != "features")
 
     def configure_losses(self) -> None:
         hp = self.hparams
