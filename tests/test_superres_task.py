@@ -8,16 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from tests.conftest import cpu_trainer, run_cli
+from vision_lightning.callbacks.prediction_writer import PredictionWriter
 from vision_lightning.data.superres import SuperResDataModule
 from vision_lightning.data.textures import SyntheticTextures
 from vision_lightning.metrics.superres import SuperResScores, image_scores, rgb_to_y
 from vision_lightning.models.superres import create_superres_model
 from vision_lightning.models.tiling import tiled_forward
 from vision_lightning.tasks.superres import SuperResModule
-from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.errors import DownloadError, InputError
 from vision_lightning.utils.resize import bicubic_resize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,8 +198,6 @@ def test_predict_writes_upscaled_pngs(tmp_path):
         Image.fromarray(textures.sample(i)[:h, :w]).save(folder / f"photo{i}.png")
     model = SuperResModule(arch="espcn", scale=3, tile=16, tile_overlap=4)
     data = small_data(3, image_size=24, predict_root=str(folder))
-    from vision_lightning.callbacks.prediction_writer import PredictionWriter
-
     writer = PredictionWriter(str(tmp_path / "out"))
     cpu_trainer(callbacks=[writer], default_root_dir=tmp_path).predict(model, data, return_predictions=False)
     for i, (w, h) in enumerate(sizes):
@@ -250,3 +250,16 @@ def test_a_ready_network_can_be_passed_as_arch():
     assert "arch" not in model.hparams  # a module is not a hyperparameter
     with pytest.raises(InputError, match="`features` attribute"):
         SuperResModule(arch=torch.nn.Conv2d(3, 12, 3), scale=2)
+
+
+def test_offline_feature_weights_fail_with_the_task_arguments_to_use(monkeypatch):
+    real = torchvision.models.get_model
+
+    def offline(name, weights=None, **kwargs):
+        if weights is not None:
+            raise OSError("no network")
+        return real(name, weights=None, **kwargs)
+
+    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    with pytest.raises(DownloadError, match="feature_weights: path.*feature_pretrained: false"):
+        SuperResModule(arch="espcn", scale=2, loss="feature", feature_pretrained=True)
