@@ -33,7 +33,7 @@ from vision_lightning.data.torchvision_datasets import (
 )
 from vision_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
 from vision_lightning.utils.errors import InputError, MissingInputError
-from vision_lightning.utils.images import drop_bad_images, list_images
+from vision_lightning.utils.images import drop_bad_images, list_images, readable_images
 
 log = logging.getLogger(__name__)
 
@@ -385,10 +385,9 @@ class ImageClassificationDataModule(VisionDataModule):
             if self.cache_images:
                 self._sources = self._cached(self._sources)
         if stage == "predict" and self.predict_root is not None:
-            paths = list_images(self.predict_root)
-            if not paths:
-                raise InputError(f"predict_root {self.predict_root} has no images")
-            keep = drop_bad_images(paths, self.bad_images, f"predict_root {self.predict_root}")
+            paths, keep = readable_images(
+                self.predict_root, self.bad_images, f"predict_root {self.predict_root}"
+            )
             self._sources["predict"] = (FileSource(paths, None, self.channels), keep)
 
     def _without_bad_images(self, sources: dict[str, tuple[SampleSource, list[int]]]) -> dict:

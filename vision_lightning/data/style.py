@@ -24,9 +24,8 @@ from vision_lightning.data.splits import group_split
 from vision_lightning.data.textures import SyntheticTextures, TextureSource
 from vision_lightning.utils.errors import InputError, MissingInputError
 from vision_lightning.utils.images import (
-    drop_bad_images,
-    list_images,
     read_image,
+    readable_images,
     to_float_tensor,
 )
 from vision_lightning.utils.resize import bicubic_resize
@@ -160,14 +159,7 @@ class StyleTransferDataModule(VisionDataModule):
 
     # ----------------------------------------------------------------- sources
     def _folder(self, split: str, root: Path) -> Split:
-        paths = list_images(root)
-        if not paths:
-            raise InputError(f"{split}_root {root} has no images")
-        keep = drop_bad_images(paths, self.bad_images, f"{split}_root {root}")
-        if not keep:
-            raise InputError(
-                f"{split}_root {root} has no readable images left after skipping unreadable ones"
-            )
+        paths, keep = readable_images(root, self.bad_images, f"{split}_root {root}")
         return FileSource(paths, None), keep
 
     def _build_sources(self) -> dict[str, Split]:

@@ -32,6 +32,7 @@ from vision_lightning.utils.images import (
     image_size_of,
     list_images,
     read_image,
+    readable_images,
     to_float_tensor,
 )
 from vision_lightning.utils.resize import bicubic_resize, mod_crop
@@ -321,14 +322,14 @@ class SuperResDataModule(VisionDataModule):
     # ----------------------------------------------------------------- sources
     def _folder(self, split: str, root: Path, lr_root: Path | None) -> Split:
         """The readable HR images of `root` (with their LR files from `lr_root`), sizes checked."""
-        paths = list_images(root)
-        if not paths:
-            raise InputError(f"{split}_root {root} has no images")
         if lr_root is None:
-            keep = drop_bad_images(paths, self.bad_images, f"{split}_root {root}")
+            paths, keep = readable_images(root, self.bad_images, f"{split}_root {root}")
             source: FileSource | PairedSuperResSource = FileSource(paths, None)
             sizes = _sizes([paths[i] for i in keep])
         else:
+            paths = list_images(root)
+            if not paths:
+                raise InputError(f"{split}_root {root} has no images")
             lr_paths = pair_lr_files(paths, lr_root, self.scale)
             files = paths + lr_paths
             good = {
@@ -396,12 +397,9 @@ class SuperResDataModule(VisionDataModule):
             self._sources = self._cached(sources) if self.cache_images and sources else sources
             self._built = True
         if stage == "predict" and self.predict_root is not None and "predict" not in self._sources:
-            paths = list_images(self.predict_root)
-            if not paths:
-                raise InputError(f"predict_root {self.predict_root} has no images")
-            keep = drop_bad_images(paths, self.bad_images, f"predict_root {self.predict_root}")
-            if not keep:
-                raise InputError(f"predict_root {self.predict_root} has no readable images")
+            paths, keep = readable_images(
+                self.predict_root, self.bad_images, f"predict_root {self.predict_root}"
+            )
             self._sources["predict"] = (FileSource(paths, None), keep)
 
     def _dataset(self, split: str, train: bool = False) -> Dataset:

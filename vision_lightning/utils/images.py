@@ -112,6 +112,19 @@ def drop_bad_images(paths: Sequence[str | Path], on_bad: str, what: str) -> list
     return [i for i, path in enumerate(paths) if str(path) not in bad]
 
 
+def readable_images(folder: str | Path, on_bad: str, what: str) -> tuple[list[Path], list[int]]:
+    """(every image under `folder`, the indices of the usable ones): a folder without images, or
+    without any readable one, is an error naming `what` (e.g. `predict_root photos/`); unreadable
+    files are handled as `drop_bad_images` says."""
+    paths = list_images(folder)
+    if not paths:
+        raise InputError(f"{what} has no images")
+    keep = drop_bad_images(paths, on_bad, what)
+    if not keep:
+        raise InputError(f"{what} has no readable images left after skipping unreadable ones")
+    return paths, keep
+
+
 MASK_FORMATS = ("index", "nonzero", "scale255", "colors")
 
 
