@@ -1,6 +1,10 @@
 """vision_lightning: computer-vision training with PyTorch Lightning."""
 
-from vision_lightning.callbacks import PredictionWriter
+from vision_lightning.callbacks import (
+    PredictionWriter,
+    ProgressiveResizing,
+    ResizeStage,
+)
 from vision_lightning.data import (
     ImageClassificationDataModule,
     SegmentationDataModule,
@@ -34,6 +38,8 @@ __all__ = [
     "FeatureNetwork",
     "ImageClassificationDataModule",
     "PredictionWriter",
+    "ProgressiveResizing",
+    "ResizeStage",
     "SegmentationDataModule",
     "SegmentationModule",
     "StyleLoss",

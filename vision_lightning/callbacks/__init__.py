@@ -1,4 +1,11 @@
 from vision_lightning.callbacks.checkpoint import ModelCheckpoint
 from vision_lightning.callbacks.prediction_writer import CsvSink, PredictionWriter
+from vision_lightning.callbacks.progressive_resizing import ProgressiveResizing, ResizeStage
 
-__all__ = ["CsvSink", "ModelCheckpoint", "PredictionWriter"]
+__all__ = [
+    "CsvSink",
+    "ModelCheckpoint",
+    "PredictionWriter",
+    "ProgressiveResizing",
+    "ResizeStage",
+]

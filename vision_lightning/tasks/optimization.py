@@ -2,12 +2,17 @@
 
 Names keep checkpoints self-describing (plain hyperparameters) and configs short:
 `optimizer: sgd`, `lr: 0.01`, `momentum: 0.9`, `nesterov: true`, `scheduler: onecycle`.
+
+Schedules over the whole run (one-cycle, cosine) need the number of optimizer steps. Lightning's
+`trainer.estimated_stepping_batches` multiplies the first training loader's length by the epochs,
+which is wrong when a callback changes the batch size between epochs (progressive resizing); such a
+callback follows the `StepSchedule` protocol and `estimated_stepping_batches(trainer)` asks it.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch.optim import Optimizer
@@ -52,6 +57,42 @@ class WarmupCosine:
         return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+@runtime_checkable
+class StepSchedule(Protocol):
+    """A callback that changes how many optimizer steps an epoch has (e.g. `ProgressiveResizing`,
+    which changes the batch size): it counts the steps of every epoch of the coming run."""
+
+    def stepping_batches_per_epoch(self, trainer: Any) -> list[int]:
+        """Optimizer steps of each epoch, the last one cut short by `max_steps`."""
+        ...
+
+
+def stepping_batches_per_epoch(trainer: Any) -> list[int] | None:
+    """The per-epoch optimizer steps from the trainer's `StepSchedule` callback, None without one."""
+    for callback in getattr(trainer, "callbacks", None) or []:
+        if isinstance(callback, StepSchedule):
+            return callback.stepping_batches_per_epoch(trainer)
+    return None
+
+
+def estimated_stepping_batches(trainer: Any) -> int | float:
+    """`trainer.estimated_stepping_batches`, counted by a `StepSchedule` callback when there is one.
+    Use it in place of Lightning's in your own `configure_optimizers`."""
+    per_epoch = stepping_batches_per_epoch(trainer)
+    return sum(per_epoch) if per_epoch is not None else trainer.estimated_stepping_batches
+
+
+def _warmup_steps(warmup_epochs: float, per_epoch: list[int] | None, total: int, epochs: int) -> int:
+    """Optimizer steps in the first `warmup_epochs` (fractions count part of the next epoch)."""
+    if per_epoch is None:
+        return int(round(warmup_epochs * total / epochs))
+    whole = int(warmup_epochs)
+    steps = sum(per_epoch[:whole])
+    if whole < len(per_epoch):
+        steps += (warmup_epochs - whole) * per_epoch[whole]
+    return int(round(steps))
+
+
 def build_scheduler(
     optimizer: Optimizer,
     name: str | None,
@@ -60,7 +101,8 @@ def build_scheduler(
     warmup_epochs: float = 0,
     monitor: str = "val_loss",
 ) -> dict[str, Any] | None:
-    """A Lightning `lr_scheduler` config dict, or None; `args` go to the torch scheduler."""
+    """A Lightning `lr_scheduler` config dict, or None; `args` go to the torch scheduler. One-cycle and
+    cosine span `estimated_stepping_batches(trainer)` optimizer steps (see the module docstring)."""
     args = dict(args or {})
     if warmup_epochs and name != "cosine":
         raise InputError(
@@ -69,7 +111,8 @@ def build_scheduler(
     if name is None:
         return None
     if name in ("cosine", "onecycle"):
-        total = trainer.estimated_stepping_batches
+        per_epoch = stepping_batches_per_epoch(trainer)
+        total = sum(per_epoch) if per_epoch is not None else trainer.estimated_stepping_batches
         if not math.isfinite(total):
             raise InputError(f"scheduler {name} needs a finite trainer.max_epochs or trainer.max_steps")
         total = int(total)
@@ -79,7 +122,7 @@ def build_scheduler(
                                                             total_steps=total, **args)  # fmt: skip
         else:
             epochs = max(trainer.max_epochs or 1, 1)
-            warmup_steps = int(round(warmup_epochs * total / epochs))
+            warmup_steps = _warmup_steps(warmup_epochs, per_epoch, total, epochs)
             factor = WarmupCosine(total, warmup_steps, args.pop("min_factor", 0.0))
             if args:
                 raise InputError(f"scheduler cosine takes scheduler_args min_factor only, got {sorted(args)}")
