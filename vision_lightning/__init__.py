@@ -1,6 +1,7 @@
 """vision_lightning: computer-vision training with PyTorch Lightning."""
 
 from vision_lightning.callbacks import (
+    BackboneFinetuning,
     PredictionWriter,
     ProgressiveResizing,
     ResizeStage,
@@ -32,6 +33,7 @@ from vision_lightning.tasks import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackboneFinetuning",
     "BaseTask",
     "ClassifierModule",
     "FeatureLoss",

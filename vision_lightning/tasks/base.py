@@ -4,19 +4,26 @@
 Every task splits its network into `backbone` and `head`. All parameter groups are created in
 `configure_optimizers`, frozen ones included: freezing only switches `requires_grad`, so
 schedulers, DDP and resume never see a group appear mid-run (Lightning #8720, #20340, #21901).
+The backbone may be one group or several of consecutive layers, each at its own fraction of `lr`
+(discriminative learning rates, set by the `BackboneFinetuning` callback before the optimizer is
+built).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.fabric.utilities.cloud_io import _load as pl_load
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torchmetrics import Metric
 
+from vision_lightning.tasks.layer_groups import backbone_layer_groups
 from vision_lightning.tasks.optimization import OptimizerName, SchedulerName, build_optimizer, build_scheduler
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.weights import check_compatible, strip_prefixes
@@ -27,6 +34,15 @@ class BaseTask(pl.LightningModule):
     head: nn.Module
     #: the metric that checkpointing and plateau schedules follow
     monitor: str = "val_loss"
+    #: The backbone's learning rates as fractions of `lr`, one per group of consecutive layers, first
+    #: layers first (see `parameter_groups`); the head trains at `lr`. One group at `lr` unless
+    #: `set_backbone_lr_factors` is called before the optimizer is built (BackboneFinetuning does so
+    #: in `setup`, which Lightning calls before `configure_optimizers`).
+    backbone_lr_factors: tuple[float, ...] = (1.0,)
+    #: True while a callback (BackboneFinetuning) decides at every epoch start whether the backbone
+    #: trains; a task's own freezing (SuperResModule's `new_layers_first`) then only adds to it.
+    backbone_scheduled: bool = False
+    _bn_stats_fixed: bool = False
 
     def __init__(
         self,
@@ -82,9 +98,17 @@ class BaseTask(pl.LightningModule):
             part.requires_grad_(False)
             part.eval()
 
-    def unfreeze_backbone(self) -> None:
+    def unfreeze_backbone(self, freeze_bn_stats: bool = False) -> None:
+        """Train the whole backbone again. `freeze_bn_stats` keeps its BatchNorm layers in eval mode,
+        also through `train()`: running statistics stay those of the pretrained network while the
+        affine weights train (seed 004, for small batches or a shifted data distribution)."""
         self.backbone.requires_grad_(True)
         self.backbone.train(self.training)
+        self._bn_stats_fixed = freeze_bn_stats
+        if freeze_bn_stats:
+            for module in self.backbone.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
 
     def _frozen_parts(self) -> list[nn.Module]:
         if self.backbone_frozen:
@@ -99,6 +123,10 @@ class BaseTask(pl.LightningModule):
         if mode:
             for part in self._frozen_parts():
                 part.eval()
+            if self._bn_stats_fixed:
+                for module in self.backbone.modules():
+                    if isinstance(module, _BatchNorm):
+                        module.eval()
         return self
 
     def on_fit_start(self) -> None:
@@ -134,14 +162,31 @@ class BaseTask(pl.LightningModule):
         self._log_epoch_metrics("test")
 
     # ---------------------------------------------------------------- optimisation
+    def set_backbone_lr_factors(self, factors: Sequence[float]) -> None:
+        """Split the backbone into `len(factors)` groups of consecutive layers (first layers first)
+        whose learning rates are `lr * factor` (seed 004: `[0.01, 0.1]` gives lr/100, lr/10 and the
+        head lr). Call it before the optimizer is built: the groups are made in `configure_optimizers`."""
+        factors = tuple(float(f) for f in factors)
+        if not factors or not all(math.isfinite(f) and f > 0 for f in factors):
+            raise InputError(f"backbone_lr_factor must be one or more positive numbers, got {list(factors)}")
+        backbone_layer_groups(self.backbone, len(factors))  # an InputError if it has too few layers
+        self.backbone_lr_factors = factors
+
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Named groups, frozen parameters included (the optimizer skips parameters without grads)."""
+        """Named groups, frozen parameters included (the optimizer skips parameters without grads):
+        the backbone as `backbone` (or `backbone_0`, `backbone_1`, ... with several factors) at
+        `lr * factor`, then everything else as `head` at `lr`. Each group records its `lr_factor`,
+        so a resume can tell whether it continues the same groups."""
+        lr, factors = self.hparams.lr, self.backbone_lr_factors
+        layers = backbone_layer_groups(self.backbone, len(factors))
+        names = ["backbone"] if len(factors) == 1 else [f"backbone_{i}" for i in range(len(factors))]
+        groups = [
+            {"name": name, "params": params, "lr": lr * factor, "lr_factor": factor}
+            for name, params, factor in zip(names, layers, factors)
+        ]
         backbone_ids = {id(p) for p in self.backbone.parameters()}
         rest = [p for p in self.parameters() if id(p) not in backbone_ids]
-        return [
-            {"name": "backbone", "params": list(self.backbone.parameters())},
-            {"name": "head", "params": rest},
-        ]
+        return [*groups, {"name": "head", "params": rest, "lr": lr, "lr_factor": 1.0}]
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -162,6 +207,28 @@ class BaseTask(pl.LightningModule):
         source = f"checkpoint {path}" if path else "checkpoint"
         source += f" trained with {', '.join(differences)}" if differences else ""
         check_compatible(self, state_dict, source, strict=self.strict_loading)
+        self._check_resumed_groups(checkpoint, source)
+
+    def _check_resumed_groups(self, checkpoint: dict[str, Any], source: str) -> None:
+        """A resumed fit must rebuild the optimizer groups it saved: other backbone learning-rate
+        factors give other groups, which torch refuses with a parameter-group mismatch, or, with as
+        many groups, silently replaces by the checkpoint's learning rates."""
+        states = checkpoint.get("optimizer_states")
+        if not states or self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
+            return
+        saved = [(group.get("name"), group.get("lr_factor", 1.0)) for group in states[0]["param_groups"]]
+        if any(name is None for name, _ in saved):  # groups of a task of the user's own
+            return
+        current = [
+            (group["name"], group["lr_factor"]) for group in self.parameter_groups() if group["params"]
+        ]
+        if saved != current:
+            trained = [factor for name, factor in saved if name != "head"]
+            raise InputError(
+                f"{source} was trained with backbone learning-rate factors {trained}, this run has "
+                f"{list(self.backbone_lr_factors)}: resume with the same BackboneFinetuning backbone_lr_factor "
+                "(no callback means [1.0])"
+            )
 
     @classmethod
     def load_from_checkpoint(

@@ -122,14 +122,26 @@ class SuperResModule(NetworkTask):
 
     # ---------------------------------------------------------------- new layers first (seed 004)
     def on_train_epoch_start(self) -> None:
-        """While `new_layers_first` lasts, only the layers the loaded weights lacked get gradients."""
+        """While `new_layers_first` lasts, only the layers the loaded weights lacked get gradients.
+
+        With a BackboneFinetuning callback (`backbone_scheduled`), which has set the body for this
+        epoch just before (callbacks' hooks run first), the body is left as it set it except that
+        loaded body layers are frozen too while `new_layers_first` lasts: a parameter trains only
+        when neither freezes it."""
         if not self.hparams.new_layers_first:
             return
+        body = {f"{self.backbone_child}.{name}" for name, _ in self.backbone.named_parameters()}
         if self._kept_frozen is None:  # what freeze_backbone froze stays frozen in both phases
             self._kept_frozen = {n for n, p in self.model.named_parameters() if not p.requires_grad}
+            if self.backbone_scheduled:  # the body is the callback's, frozen or not
+                self._kept_frozen -= body
         only_new = self.current_epoch < self.hparams.new_layers_first
         new = set(self.new_parameters)
         for name, parameter in self.model.named_parameters():
+            if self.backbone_scheduled and name in body:
+                if only_new and name not in new:
+                    parameter.requires_grad_(False)
+                continue
             parameter.requires_grad_(name not in self._kept_frozen and (name in new or not only_new))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
