@@ -2,6 +2,7 @@
 
 from vision_lightning.callbacks import (
     BackboneFinetuning,
+    LRFinder,
     PredictionWriter,
     ProgressiveResizing,
     ResizeStage,
@@ -39,6 +40,7 @@ __all__ = [
     "FeatureLoss",
     "FeatureNetwork",
     "ImageClassificationDataModule",
+    "LRFinder",
     "PredictionWriter",
     "ProgressiveResizing",
     "ResizeStage",

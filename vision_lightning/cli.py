@@ -1,12 +1,14 @@
-"""`python -m vision_lightning {fit,validate,test,predict} --config FILE`: LightningCLI with defaults.
+"""`python -m vision_lightning {fit,validate,test,predict,lr_find} --config FILE`: LightningCLI with defaults.
 
 - model and data in subclass mode (`class_path: vision_lightning.ClassifierModule`);
 - data-defined arguments linked into the model, so nobody writes them twice: `num_classes`,
-  `class_names`, `label_mode`, `mode`, `ignore_index`, `scale`, `style_image`, `style_size`, and `channels` -> `in_channels` (Lightning #9473, #17275);
+  `class_names`, `label_mode`, `mode`, `ignore_index`, `scale`, `style_image`, `style_size`, `num_features`, and `channels` -> `in_channels` (Lightning #9473, #17275);
   a link whose target the chosen model lacks is skipped;
 - always on: checkpointing (`--checkpoint.*`, best by `val_loss` plus `last.ckpt` for resuming),
   learning-rate monitoring (`--lr_monitor.*`) and prediction files (`--prediction_writer.output_dir`);
 - the Trainer's default TensorBoard logger under `trainer.default_root_dir`;
+- `lr_find`: the learning-rate range test on the same model and data (vision_lightning/lr_find.py);
+  its arguments come from `VisionTrainer.lr_find`, the Trainer class used for every subcommand;
 - bad input ends with one line (`error: ...`) and exit status 2, not a traceback.
 """
 
@@ -22,6 +24,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 import vision_lightning  # noqa: F401  (registers the modules and data modules for short class names)
 from vision_lightning.callbacks.checkpoint import ModelCheckpoint
 from vision_lightning.callbacks.prediction_writer import PredictionWriter
+from vision_lightning.lr_find import VisionTrainer
 from vision_lightning.utils.errors import InputError
 
 DATA_TO_MODEL_LINKS = {
@@ -34,6 +37,7 @@ DATA_TO_MODEL_LINKS = {
     "scale": "scale",
     "style_image": "style_image",
     "style_size": "style_size",
+    "num_features": "num_features",
 }
 
 
@@ -46,10 +50,16 @@ class VisionCLI(LightningCLI):
             subclass_mode_model=True,
             subclass_mode_data=True,
             auto_configure_optimizers=False,  # optimizers are chosen by name in the model's arguments
+            trainer_class=VisionTrainer,  # adds the lr_find subcommand
             args=args,
             run=run,
             **kwargs,
         )
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's four, plus `lr_find` (arguments: those of `VisionTrainer.lr_find`)."""
+        return {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -66,6 +76,14 @@ class VisionCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         for source, target in DATA_TO_MODEL_LINKS.items():
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
+
+    def before_predict(self) -> None:
+        """Predictions stream to files through PredictionWriter; Lightning would also keep every
+        batch's output in memory for the return value (gigabytes for a large embedding set), so
+        `return_predictions` is off unless asked for."""
+        config = self.config_init[self.subcommand]
+        if config.get("return_predictions") is None:
+            config["return_predictions"] = False
 
     def before_instantiate_classes(self) -> None:
         """With `--ckpt_path` the checkpoint holds every weight: do not download ImageNet weights or

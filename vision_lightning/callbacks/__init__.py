@@ -1,11 +1,13 @@
 from vision_lightning.callbacks.checkpoint import ModelCheckpoint
 from vision_lightning.callbacks.finetuning import BackboneFinetuning
+from vision_lightning.callbacks.lr_finder import LRFinder
 from vision_lightning.callbacks.prediction_writer import CsvSink, PredictionWriter
 from vision_lightning.callbacks.progressive_resizing import ProgressiveResizing, ResizeStage
 
 __all__ = [
     "BackboneFinetuning",
     "CsvSink",
+    "LRFinder",
     "ModelCheckpoint",
     "PredictionWriter",
     "ProgressiveResizing",

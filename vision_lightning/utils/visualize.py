@@ -1,4 +1,5 @@
-"""Pictures for TensorBoard drawn with Pillow (no matplotlib): captioned image grids and confusion matrices."""
+"""Pictures for TensorBoard and files, drawn with Pillow (no matplotlib): captioned image grids,
+confusion matrices and line plots (the learning-rate finder's loss curve)."""
 
 from __future__ import annotations
 
@@ -115,3 +116,116 @@ def mask_overlay(images: np.ndarray, masks: np.ndarray, num_classes: int, alpha:
     painted = masks[..., None] > 0
     blended = np.where(painted, (1 - alpha) * images + alpha * colour, images)
     return blended.round().astype(np.uint8)
+
+
+def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """About `count` round values (1, 2 or 5 times a power of ten apart) between `low` and `high`."""
+    if not high > low:
+        return [low]
+    raw = (high - low) / max(count - 1, 1)
+    power = 10 ** np.floor(np.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = np.ceil(low / step) * step
+    return [float(v) for v in np.arange(first, high + step * 1e-9, step)]
+
+
+def _log_ticks(low: float, high: float) -> list[float]:
+    """Powers of ten between `low` and `high` (positive); also 2x and 5x when they span three decades or fewer."""
+    decades = range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
+    multiples = (1,) if len(decades) > 3 else (1, 2, 5)
+    ticks = [m * 10.0**k for k in decades for m in multiples]
+    return [t for t in ticks if low * (1 - 1e-9) <= t <= high * (1 + 1e-9)]
+
+
+def line_plot_image(
+    x: Sequence[float],
+    y: Sequence[float],
+    *,
+    log_x: bool = False,
+    marker: int | None = None,
+    marker_label: str = "",
+    title: str = "",
+    x_label: str = "",
+    y_label: str = "",
+    y_range: tuple[float, float] | None = None,
+    size: tuple[int, int] = (640, 400),
+) -> np.ndarray:
+    """A line plot of `y` against `x` as HWC uint8 (Pillow, no matplotlib), with labelled ticks.
+
+    `log_x` puts x on a log scale (x must be positive); point `marker` (an index) is circled in red
+    and captioned `marker_label`. Non-finite y values break the line; y values outside `y_range`
+    (default: the finite values' range) are drawn on its edge, so a diverging tail stays readable.
+    """
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xs.shape != ys.shape or xs.ndim != 1 or len(xs) == 0:
+        raise ValueError(
+            f"x and y must be 1-d and of the same non-zero length, got {xs.shape} and {ys.shape}"
+        )
+    if log_x and not (xs > 0).all():
+        raise ValueError("log_x needs positive x values")
+    finite = np.isfinite(ys)
+    low, high = y_range if y_range else (ys[finite].min(), ys[finite].max()) if finite.any() else (0.0, 1.0)
+    if not high > low:
+        low, high = low - 0.5, high + 0.5
+    to_axis = np.log10 if log_x else (lambda v: v)
+    x_low, x_high = to_axis(xs.min()), to_axis(xs.max())
+    if not x_high > x_low:
+        x_low, x_high = x_low - 0.5, x_high + 0.5
+
+    width, height = size
+    left, right, top, bottom = 64, 16, 30, 44
+    canvas = Image.new("RGB", size, (255, 255, 255))
+    draw, font = ImageDraw.Draw(canvas), _font(11)
+    grey, ink, line = (225, 225, 225), (40, 40, 40), (40, 90, 200)
+
+    def px(vx: float) -> float:
+        return left + (to_axis(vx) - x_low) / (x_high - x_low) * (width - left - right)
+
+    def py(vy: float) -> float:
+        return top + (1 - (min(max(vy, low), high) - low) / (high - low)) * (height - top - bottom)
+
+    x_ticks = _log_ticks(xs.min(), xs.max()) if log_x else _nice_ticks(xs.min(), xs.max())
+    for tick in x_ticks:
+        tx = px(tick)
+        draw.line([(tx, top), (tx, height - bottom)], fill=grey)
+        text = f"{tick:.0e}" if log_x else f"{tick:g}"
+        draw.text((tx - draw.textlength(text, font=font) / 2, height - bottom + 4), text, fill=ink, font=font)
+    for tick in _nice_ticks(low, high):
+        ty = py(tick)
+        draw.line([(left, ty), (width - right, ty)], fill=grey)
+        text = f"{tick:.4g}"
+        draw.text((left - 6 - draw.textlength(text, font=font), ty - 6), text, fill=ink, font=font)
+    draw.rectangle([left, top, width - right, height - bottom], outline=ink)
+
+    def stroke(points: list[tuple[float, float]]) -> None:
+        if len(points) > 1:
+            draw.line(points, fill=line, width=2)
+        elif points:
+            draw.point(points, fill=line)
+
+    segment: list[tuple[float, float]] = []
+    for vx, vy, ok in zip(xs, ys, finite):
+        if ok:
+            segment.append((px(vx), py(vy)))
+        else:  # a gap: NaN or infinite loss
+            stroke(segment)
+            segment = []
+    stroke(segment)
+
+    if marker is not None and finite[marker]:
+        mx, my = px(xs[marker]), py(ys[marker])
+        draw.ellipse([mx - 6, my - 6, mx + 6, my + 6], outline=RED, width=3)
+        if marker_label:
+            tx = min(mx + 10, width - right - draw.textlength(marker_label, font=font) - 4)
+            draw.text((tx, max(my - 20, top + 2)), marker_label, fill=RED, font=font)
+
+    draw.text((left, 8), title, fill=ink, font=_font(13))
+    if x_label:
+        x_text = (left + width - right - draw.textlength(x_label, font=font)) / 2
+        draw.text((x_text, height - 20), x_label, fill=ink, font=font)
+    if y_label:  # written upwards along the left edge
+        label = Image.new("RGB", (int(draw.textlength(y_label, font=font)) + 4, 14), (255, 255, 255))
+        ImageDraw.Draw(label).text((2, 0), y_label, fill=ink, font=font)
+        rotated = label.rotate(90, expand=True)
+        canvas.paste(rotated, (2, int((top + height - bottom - rotated.height) / 2)))
+    return np.asarray(canvas)
