@@ -1,8 +1,10 @@
-"""Every YAML under configs/ runs through the CLI with fast_dev_run on CPU.
+"""Every YAML under configs/ runs through the CLI with fast_dev_run on CPU, with the subcommand it
+is meant for: `predict` for a feature extractor, `validate` for kNN evaluation, `fit` otherwise.
 
 Downloads and dataset paths are redirected to generated data in the real layout each config
-expects (an ImageFolder tree, a CSV with the config's columns, a torchvision stand-in), as TorchGeo
-tests its configs. New configs are picked up automatically.
+expects (an ImageFolder tree, a CSV with the config's columns, a torchvision stand-in, an embedding
+cache written by the real sink), as TorchGeo tests its configs. New configs are picked up
+automatically.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import yaml
 from PIL import Image
 
 from tests.conftest import fake_torchvision, run_cli
+from tests.embedding_cache import write_embedding_cache
 from vision_lightning.data.synthetic import SyntheticShapes, write_image_folder
 from vision_lightning.data.textures import SyntheticTextures
 from vision_lightning.utils.rle import rle_encode
@@ -125,12 +128,13 @@ def _texture_folder(folder: Path, count: int, size: int, seed: int = 0) -> Path:
     return folder
 
 
-def _superres_data(data: dict, tmp_path: Path) -> list[str]:
-    """HR photos stand-ins in the folders the config names (train, val), larger than the crops."""
+def _superres_data(data: dict, tmp_path: Path, min_size: int = 0) -> list[str]:
+    """HR photos stand-ins in the folders the config names (train, val), larger than the crops
+    (`min_size`: the largest crop a callback grows them to)."""
     args = []
     for key in ("train_root", "val_root", "test_root"):
         if data.get(key):
-            folder = _texture_folder(tmp_path / key, 3, 100, seed=len(args))
+            folder = _texture_folder(tmp_path / key, 3, max(100, min_size + 4), seed=len(args))
             args += [f"--data.init_args.{key}", folder]
     return [*args, "--data.init_args.image_size", "48", "--data.init_args.patches_per_image", "1"]
 
@@ -144,9 +148,29 @@ def _style_data(data: dict, tmp_path: Path) -> list[str]:
     return args
 
 
-def redirect_data(data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str = "") -> list[str]:
+def _embedding_data(data: dict, tmp_path: Path) -> list[str]:
+    """A small cache of the splits the config reads, as FeatureExtractModule's predict writes it."""
+    splits = [data.get(key, default) for key, default in (("train_split", "train"), ("val_split", "val"))]
+    splits += [data["test_split"]] if data.get("test_split") else []
+    layers = [data["layer"]] if data.get("layer") else ["output"]
+    write_embedding_cache(tmp_path / "cache", [s for s in splits if s is not None], layers=layers, rows=6)
+    return ["--data.init_args.root", tmp_path / "cache"]
+
+
+def _largest_stage(spec: dict) -> int:
+    """The largest image_size a ProgressiveResizing callback of the config grows to (0: none)."""
+    callbacks = (spec.get("trainer") or {}).get("callbacks") or []
+    stages = [s for c in callbacks for s in (c.get("init_args") or {}).get("stages") or []]
+    return max((s["image_size"] for s in stages if isinstance(s, dict)), default=0)
+
+
+def redirect_data(
+    data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str = "", min_size: int = 0
+) -> list[str]:
+    if kind == "EmbeddingDataModule":
+        return _embedding_data(data, tmp_path)
     if kind == "SuperResDataModule":
-        return _superres_data(data, tmp_path)
+        return _superres_data(data, tmp_path, min_size)
     if kind == "StyleTransferDataModule":
         return _style_data(data, tmp_path)
     source = data.get("source", "synthetic")
@@ -164,9 +188,14 @@ def redirect_data(data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, k
     raise AssertionError(f"config smoke test does not know data source {source!r}: teach redirect_data")
 
 
+#: the subcommand a config is run with, by model class (the rest: fit)
+SUBCOMMANDS = {"FeatureExtractModule": "predict", "KNNClassifierModule": "validate"}
+
+
 def test_configs_are_found():
-    assert len(CONFIGS) >= 26
+    assert len(CONFIGS) >= 34
     assert (ROOT / "configs/quickstart/classification.yaml") in CONFIGS
+    assert (ROOT / "configs/features/cats_dogs_vgg16_extract.yaml") in CONFIGS
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(ROOT / "configs")) for c in CONFIGS])
@@ -174,8 +203,9 @@ def test_config_fast_dev_run(config: Path, tmp_path: Path, monkeypatch: pytest.M
     spec = yaml.safe_load(config.read_text())
     data = spec["data"].get("init_args", {})
     model = spec["model"].get("init_args", {})
+    subcommand = SUBCOMMANDS.get(spec["model"]["class_path"].rsplit(".", 1)[-1], "fit")
     args = [
-        "fit", "--config", config,
+        subcommand, "--config", config,
         "--trainer.fast_dev_run", "true",
         "--trainer.accelerator", "cpu",
         "--trainer.devices", "1",
@@ -194,6 +224,10 @@ def test_config_fast_dev_run(config: Path, tmp_path: Path, monkeypatch: pytest.M
             args += ["--model.init_args.new_layers_first", "0"]
     if model.get("feature_pretrained"):
         args += ["--model.init_args.feature_pretrained", "false"]  # the loss network's download
+    if subcommand == "predict":
+        args += ["--prediction_writer.output_dir", tmp_path / "predictions"]
     kind = spec["data"]["class_path"].rsplit(".", 1)[-1]
-    args += redirect_data(data, tmp_path, monkeypatch, kind)
+    args += redirect_data(data, tmp_path, monkeypatch, kind, _largest_stage(spec))
     run_cli(*args)
+    if subcommand == "predict":
+        assert any((tmp_path / "predictions").iterdir()), f"{config.name} wrote no predictions"

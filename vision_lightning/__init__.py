@@ -2,12 +2,14 @@
 
 from vision_lightning.callbacks import (
     BackboneFinetuning,
+    FeatureMapLogger,
     LRFinder,
     PredictionWriter,
     ProgressiveResizing,
     ResizeStage,
 )
 from vision_lightning.data import (
+    EmbeddingDataModule,
     ImageClassificationDataModule,
     SegmentationDataModule,
     StyleTransferDataModule,
@@ -26,6 +28,8 @@ from vision_lightning.models import (
 from vision_lightning.tasks import (
     BaseTask,
     ClassifierModule,
+    FeatureExtractModule,
+    KNNClassifierModule,
     SegmentationModule,
     StyleTransferModule,
     SuperResModule,
@@ -37,9 +41,13 @@ __all__ = [
     "BackboneFinetuning",
     "BaseTask",
     "ClassifierModule",
+    "EmbeddingDataModule",
+    "FeatureExtractModule",
+    "FeatureMapLogger",
     "FeatureLoss",
     "FeatureNetwork",
     "ImageClassificationDataModule",
+    "KNNClassifierModule",
     "LRFinder",
     "PredictionWriter",
     "ProgressiveResizing",

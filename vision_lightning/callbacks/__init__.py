@@ -1,4 +1,5 @@
 from vision_lightning.callbacks.checkpoint import ModelCheckpoint
+from vision_lightning.callbacks.feature_maps import FeatureMapLogger
 from vision_lightning.callbacks.finetuning import BackboneFinetuning
 from vision_lightning.callbacks.lr_finder import LRFinder
 from vision_lightning.callbacks.prediction_writer import CsvSink, PredictionWriter
@@ -7,6 +8,7 @@ from vision_lightning.callbacks.progressive_resizing import ProgressiveResizing,
 __all__ = [
     "BackboneFinetuning",
     "CsvSink",
+    "FeatureMapLogger",
     "LRFinder",
     "ModelCheckpoint",
     "PredictionWriter",

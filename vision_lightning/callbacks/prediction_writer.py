@@ -80,12 +80,18 @@ def save_png(array: np.ndarray, path: Path) -> None:
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Write predictions under `output_dir` in the format of the task being predicted."""
+    """Write predictions under `output_dir` in the format of the task being predicted.
+
+    One sink per predict dataloader. A single loader writes the task's plain names
+    (`predictions.csv`); when the data module names its loaders (`predict_splits: [train, val]`)
+    each sink's files carry the split (`embeddings_train.npy`, `predictions_val.csv`), and
+    several unnamed loaders get their index (`predictions_0.csv`, `predictions_1.csv`).
+    """
 
     def __init__(self, output_dir: str = "predictions") -> None:
         super().__init__(write_interval="batch")
         self.output_dir = output_dir
-        self._sink: PredictionSink | None = None
+        self._sinks: dict[int, PredictionSink] = {}
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not hasattr(pl_module, "prediction_sink"):
@@ -94,20 +100,34 @@ class PredictionWriter(BasePredictionWriter):
             )
         output_dir = Path(self.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        suffix = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
-        self._sink = pl_module.prediction_sink(output_dir, suffix)
+        rank = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
+        names = loader_suffixes(trainer)
+        self._sinks = {
+            i: pl_module.prediction_sink(output_dir, f"{name}{rank}") for i, name in enumerate(names)
+        }
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
     ):
-        self._sink.write(prediction)
+        self._sinks[dataloader_idx].write(prediction)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._sink is not None:
-            path = self._sink.close()
-            self._sink = None
+        sinks, self._sinks = self._sinks, {}
+        for sink in sinks.values():
+            path = sink.close()
             log.info("Predictions written to %s", path)
             print(f"Predictions written to {path}")
+
+
+def loader_suffixes(trainer: pl.Trainer) -> list[str]:
+    """A file-name suffix per predict dataloader: the data module's `predict_splits` (`_train`,
+    `_val`) when it names them, `""` for a single unnamed loader, else the loader's index."""
+    counts = trainer.num_predict_batches
+    count = len(counts) if isinstance(counts, (list, tuple)) else 1
+    splits = getattr(getattr(trainer, "datamodule", None), "predict_splits", None)
+    if splits and len(splits) == count:
+        return [f"_{split}" for split in splits]
+    return [""] if count == 1 else [f"_{i}" for i in range(count)]
 
 
 class MaskSink:

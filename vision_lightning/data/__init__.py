@@ -1,5 +1,6 @@
 from vision_lightning.data.base import VisionDataModule
 from vision_lightning.data.classification import ImageClassificationDataModule
+from vision_lightning.data.embeddings import EmbeddingDataModule
 from vision_lightning.data.segmentation import SegmentationDataModule
 from vision_lightning.data.splits import group_split, stratified_folds, stratified_split, write_folds
 from vision_lightning.data.style import StyleTransferDataModule
@@ -8,6 +9,7 @@ from vision_lightning.data.synthetic import SyntheticShapes, write_image_folder
 from vision_lightning.data.textures import SyntheticTextures
 
 __all__ = [
+    "EmbeddingDataModule",
     "ImageClassificationDataModule",
     "SegmentationDataModule",
     "StyleTransferDataModule",

@@ -2,6 +2,12 @@
 
 `image_size` and `batch_size` are plain attributes that callbacks (progressive resizing) may change
 between epochs; transforms are built when a loader is built, so a new loader sees the new size.
+
+`predict_splits` says what `predict` runs on: by default the predict folder, else the test split,
+else validation; `predict_splits: [train, val]` predicts each named split instead, one loader per
+split with evaluation transforms, in order, labels included. That is how features are extracted
+for a whole data set (`embeddings_train.npy`, `embeddings_val.npy`: the writer names each loader's
+files after its split).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from vision_lightning.utils.errors import InputError
 
 log = logging.getLogger(__name__)
 Split = tuple[SampleSource, list[int]]
+SPLIT_NAMES = ("train", "val", "test", "predict")
 
 
 class VisionDataModule(pl.LightningDataModule):
@@ -30,10 +37,12 @@ class VisionDataModule(pl.LightningDataModule):
         persistent_workers: bool = True,
         mean: Sequence[float] | None = IMAGENET_MEAN,
         std: Sequence[float] | None = IMAGENET_STD,
+        predict_splits: list[str] | None = None,
     ) -> None:
         super().__init__()
         if image_size < 1 or batch_size < 1:
             raise InputError(f"image_size and batch_size must be positive, got {image_size} and {batch_size}")
+        self.predict_splits = _check_predict_splits(predict_splits)
         self.image_size = image_size
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -94,5 +103,32 @@ class VisionDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self._dataset("test"))
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("predict"))
+    def predict_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The predict set; with `predict_splits`, one loader per named split (in that order)."""
+        if self.predict_splits is None:
+            return self._loader(self._dataset("predict"))
+        return [self._loader(self._predict_split(split)) for split in self.predict_splits]
+
+    def _predict_split(self, split: str) -> Dataset:
+        """Split `split` with evaluation transforms, refusing the fallback `_dataset` makes for a
+        missing test or predict split (its files would be named after data they do not hold)."""
+        dataset = self._dataset(split)
+        sources = getattr(self, "_sources", None)
+        if isinstance(sources, dict) and split not in sources:
+            have = ", ".join(name for name in SPLIT_NAMES if name in sources)
+            hint = " (set predict_root)" if split == "predict" else ""
+            raise InputError(
+                f"predict_splits names {split!r}, but this data has no {split} split{hint}; it has {have}"
+            )
+        return dataset
+
+
+def _check_predict_splits(splits: Sequence[str] | None) -> list[str] | None:
+    if splits is None:
+        return None
+    splits = [splits] if isinstance(splits, str) else list(splits)
+    unknown = [s for s in splits if s not in SPLIT_NAMES]
+    if unknown or not splits or len(set(splits)) != len(splits):
+        problem = f"unknown split(s) {unknown}" if unknown else "an empty or repeated list"
+        raise InputError(f"predict_splits must list distinct splits of {list(SPLIT_NAMES)}, got {problem}")
+    return splits

@@ -108,6 +108,8 @@ class ImageClassificationDataModule(VisionDataModule):
         class_names / num_classes: fix the class list (otherwise read from the data).
         val_split / split_seed: seeded stratified validation split when no validation set is given.
         predict_root: folder of images for `predict` (default: the test set, else validation).
+        predict_splits: predict these splits instead (`[train, val]`), one loader each with
+            evaluation transforms and labels: features for a whole data set (FeatureExtractModule).
         bad_images: corrupt or truncated files are found before training and `skip`ped with a
             warning naming each, or stop the run (`error`); `off` does not check.
         cache_images: decode every image once into memory (small data sets: decoding then
@@ -150,8 +152,11 @@ class ImageClassificationDataModule(VisionDataModule):
         num_workers: int = 0,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        predict_splits: list[str] | None = None,
     ) -> None:
-        super().__init__(image_size, batch_size, num_workers, pin_memory, persistent_workers, mean, std)
+        super().__init__(
+            image_size, batch_size, num_workers, pin_memory, persistent_workers, mean, std, predict_splits
+        )
         if channels not in (1, 3):
             raise InputError(f"channels must be 1 or 3, got {channels}")
         if label_mode not in ("multiclass", "binary", "multilabel", "soft"):

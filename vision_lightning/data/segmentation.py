@@ -71,6 +71,8 @@ class SegmentationDataModule(VisionDataModule):
         augmentations: albumentations transforms applied jointly to image and mask in training.
         check_masks: read every mask before training to check its values (sizes are always checked).
         predict_root: folder of images to predict (default: the test split, else validation).
+        predict_splits: predict these splits instead (`[train, val]`), one loader each with
+            evaluation transforms (FeatureExtractModule on a segmentation encoder, say).
     """
 
     def __init__(
@@ -113,8 +115,11 @@ class SegmentationDataModule(VisionDataModule):
         num_workers: int = 0,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        predict_splits: list[str] | None = None,
     ) -> None:
-        super().__init__(image_size, batch_size, num_workers, pin_memory, persistent_workers, mean, std)
+        super().__init__(
+            image_size, batch_size, num_workers, pin_memory, persistent_workers, mean, std, predict_splits
+        )
         if source not in ("synthetic", "folder", "csv"):
             raise InputError(f"source must be synthetic, folder or csv, got {source!r}")
         if mode not in ("binary", "multiclass", "multilabel"):

@@ -86,6 +86,7 @@ class StyleTransferDataModule(VisionDataModule):
         val_root: folder of validation content images; without it `val_split` of the training images
             (at least one, seeded by `split_seed`) are held out; val_split 0 means no validation.
         predict_root: folder of images to stylise at full resolution (default: the validation images).
+        predict_splits: predict these splits instead (`[train, val]`), one loader each.
         synthetic_samples: > 0 uses that many synthetic textures as content instead of folders, with
             a separate seeded set of max(4, synthetic_samples // 8) for validation.
         image_size: the square training and validation content size.
@@ -113,8 +114,11 @@ class StyleTransferDataModule(VisionDataModule):
         num_workers: int = 0,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        predict_splits: list[str] | None = None,
     ) -> None:
-        super().__init__(image_size, batch_size, num_workers, pin_memory, persistent_workers, None, None)
+        super().__init__(
+            image_size, batch_size, num_workers, pin_memory, persistent_workers, None, None, predict_splits
+        )
         if not style_image:
             raise InputError("style_image must be the path of the style image")
         if not Path(style_image).is_file():
@@ -212,8 +216,11 @@ class StyleTransferDataModule(VisionDataModule):
             return []
         return self._loader(self._dataset("val"))
 
-    def predict_dataloader(self) -> DataLoader:
-        """Whole images at full resolution, one per batch (their sizes differ)."""
+    def predict_dataloader(self) -> DataLoader | list[DataLoader]:
+        """Whole images at full resolution, one per batch (their sizes differ); with
+        `predict_splits`, each named split at `image_size`."""
+        if self.predict_splits is not None:
+            return super().predict_dataloader()
         return self._loader(self._dataset("predict"), batch_size=1)
 
 

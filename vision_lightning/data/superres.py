@@ -202,6 +202,7 @@ class SuperResDataModule(VisionDataModule):
             times its LR image.
         predict_root: folder of LR images to upscale (default: the LR images of the test set, else
             of validation).
+        predict_splits: predict these splits instead (`[val, test]`), one loader each.
         val_split / split_seed: without `val_root`, this fraction of the training images (at least
             one; seeded) is held out as whole-image validation; 0 means no validation.
         synthetic_samples: > 0 trains on that many synthetic textures of `synthetic_size` pixels
@@ -243,8 +244,11 @@ class SuperResDataModule(VisionDataModule):
         num_workers: int = 0,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        predict_splits: list[str] | None = None,
     ) -> None:
-        super().__init__(image_size, batch_size, num_workers, pin_memory, persistent_workers, None, None)
+        super().__init__(
+            image_size, batch_size, num_workers, pin_memory, persistent_workers, None, None, predict_splits
+        )
         if scale not in SCALES:
             raise InputError(f"scale must be 2, 3 or 4, got {scale}")
         self.scale = scale

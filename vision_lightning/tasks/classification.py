@@ -43,6 +43,7 @@ from vision_lightning.utils.visualize import (
 )
 
 LabelMode = Literal["multiclass", "binary", "multilabel", "soft"]
+IDENTITY = "identity"  # backbone name of a classifier whose inputs already are features
 
 
 def _feature_size(backbone: nn.Module, in_channels: int) -> int:
@@ -65,8 +66,10 @@ class ClassifierModule(BaseTask):
 
     Args:
         backbone: a name from `vision_lightning.models.available_backbones()` (classic nets,
-            torchvision, timm; `timm:` / `torchvision:` prefixes choose) or a ready `nn.Module`
-            returning pooled features (then `load_from_checkpoint` needs it passed again).
+            torchvision, timm; `timm:` / `torchvision:` prefixes choose), a ready `nn.Module`
+            returning pooled features (then `load_from_checkpoint` needs it passed again), or
+            `identity`: the inputs already are features (a linear probe on cached embeddings
+            from `EmbeddingDataModule`, with the heads, metrics and CSV predictions of images).
         num_classes / class_names: linked from the data module by the CLI.
         label_mode: multiclass, binary (one logit), multilabel or soft (label rows).
         head: `linear`, or `mlp` (seed 000: BN-Dropout-Linear-ReLU-BN-Dropout-Linear, `head_hidden` wide).
@@ -74,6 +77,9 @@ class ClassifierModule(BaseTask):
         pretrained / weights: ImageNet weights by download, or a local state dict for the backbone.
         in_channels: 1 for grayscale input (linked from the data module's `channels`); by default
             the backbone's own (1 for the seeds' MNIST nets, 3 otherwise).
+        num_features: the width of the features the head gets: required with `identity` (the CLI
+            links it from EmbeddingDataModule); for a backbone module it spares the probe forward
+            pass that measures it; for a named backbone, a check.
         freeze_backbone: train the head only (seed 001's frozen VGG16 / MobileNetV2).
         log_images: how many validation images to show in TensorBoard, titled true / predicted.
     """
@@ -91,6 +97,7 @@ class ClassifierModule(BaseTask):
         pretrained: bool = False,
         weights: str | None = None,
         in_channels: int | None = None,
+        num_features: int | None = None,
         label_smoothing: float = 0.0,
         top_k: int = 5,
         log_images: int = 16,
@@ -112,6 +119,13 @@ class ClassifierModule(BaseTask):
             )
         if class_names is not None and len(class_names) != num_classes:
             raise InputError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
+        if backbone == IDENTITY and num_features is None:
+            raise InputError(
+                "backbone identity needs num_features, the width of the input features "
+                "(linked from EmbeddingDataModule by the CLI)"
+            )
+        if num_features is not None and num_features < 1:
+            raise InputError(f"num_features must be positive, got {num_features}")
         super().__init__(
             optimizer,
             lr,
@@ -133,11 +147,19 @@ class ClassifierModule(BaseTask):
         hp = self.hparams
         if "backbone" in self.init_modules:
             self.backbone = self.init_modules.pop("backbone")
-            num_features = _feature_size(self.backbone, hp.in_channels or 3)
+            num_features = hp.num_features or _feature_size(self.backbone, hp.in_channels or 3)
+        elif hp.backbone == IDENTITY:
+            if hp.pretrained or hp.weights:
+                raise InputError("backbone identity has no weights: leave out pretrained and weights")
+            self.backbone, num_features = nn.Identity(), hp.num_features
         else:
             self.backbone, num_features = create_backbone(
                 hp.backbone, hp.pretrained, hp.in_channels, hp.cut, hp.weights
             )
+            if hp.num_features is not None and hp.num_features != num_features:
+                raise InputError(
+                    f"num_features is {hp.num_features} but backbone {hp.backbone!r} gives {num_features} features"
+                )
         outputs = 1 if hp.label_mode == "binary" else hp.num_classes
         self.head = build_head(hp.head, num_features, outputs, hp.head_hidden, tuple(hp.head_dropout))
 
@@ -246,7 +268,8 @@ class ClassifierModule(BaseTask):
         if self.val_confusion is not None:  # binary predictions are P(positive), the others rows
             classes = predictions.argmax(dim=1) if predictions.ndim == 2 else (predictions > 0.5).long()
             self.val_confusion.update(classes, target)
-        if batch_idx == 0 and self.hparams.log_images:
+        # Only images are drawn: cached embeddings (N, D) have nothing to show.
+        if batch_idx == 0 and self.hparams.log_images and batch["image"].ndim == 4:
             n = self.hparams.log_images
             self._samples = {
                 "image": batch["image"][:n].cpu(),

@@ -1,0 +1,47 @@
+"""Load a task checkpoint trained here without knowing which task wrote it.
+
+FeatureExtractModule reuses the backbone of a ClassifierModule or the encoder of a
+SegmentationModule; the checkpoint's hyperparameters say which: a segmentation task has an
+`encoder` argument, a classifier a `backbone`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from lightning.fabric.utilities.cloud_io import _load as pl_load
+
+from vision_lightning.tasks.base import BaseTask
+from vision_lightning.tasks.classification import ClassifierModule
+from vision_lightning.tasks.segmentation import SegmentationModule
+from vision_lightning.utils.errors import InputError, MissingInputError
+
+
+def task_class_of(hyper_parameters: Mapping) -> type[BaseTask] | None:
+    """SegmentationModule for hyperparameters with `encoder`, ClassifierModule for `backbone`."""
+    if "encoder" in hyper_parameters:
+        return SegmentationModule
+    if "backbone" in hyper_parameters:
+        return ClassifierModule
+    return None
+
+
+def load_task_checkpoint(path: str | Path) -> BaseTask:
+    """The ClassifierModule or SegmentationModule saved in `path`, on the CPU, without downloading
+    or re-reading the weights it was first initialised from (the checkpoint holds every weight)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"checkpoint {path} does not exist")
+    try:
+        data = pl_load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
+        raise InputError(f"checkpoint {path} cannot be read as a Lightning checkpoint: {error}") from None
+    hyper_parameters = data.get("hyper_parameters") if isinstance(data, Mapping) else None
+    task = task_class_of(hyper_parameters) if isinstance(hyper_parameters, Mapping) else None
+    if task is None:
+        raise InputError(
+            f"checkpoint {path} is neither a ClassifierModule nor a SegmentationModule checkpoint "
+            "(its hyperparameters name no backbone or encoder)"
+        )
+    return task.load_from_checkpoint(path, map_location="cpu")
