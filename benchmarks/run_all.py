@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["classification.py", "segmentation.py", "superres.py"]
+BENCHMARKS = ["classification.py", "segmentation.py", "superres.py", "features.py"]
+WITHOUT_DATA = ["finetuning.py"]  # synthetic images: no --data-root
 
 
 def main() -> None:
@@ -20,6 +21,9 @@ def main() -> None:
         subprocess.run(
             [sys.executable, str(HERE / script), "--data-root", args.data_root], check=True, cwd=HERE.parent
         )
+    for script in WITHOUT_DATA:
+        print(f"== {script}", flush=True)
+        subprocess.run([sys.executable, str(HERE / script)], check=True, cwd=HERE.parent)
 
 
 if __name__ == "__main__":

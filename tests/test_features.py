@@ -247,3 +247,27 @@ def test_seed001_workflow_extract_probe_knn(tmp_path: Path):
 
     knn = KNNClassifierModule(num_classes=2, k=5)
     assert cpu_trainer().validate(knn, embeddings, verbose=False)[0]["val_knn_acc"] >= 0.9
+
+
+def test_cli_extracts_from_a_checkpoint_the_cli_wrote(tmp_path: Path):
+    """A checkpoint written by the CLI names LightningCLI's instantiator in its hyperparameters;
+    loading it inside another CLI run (predict with FeatureExtractModule) must still give the
+    classifier's backbone, not apply this run's argument links to it."""
+    _colour_folder(tmp_path / "images/train", 4)
+    _colour_folder(tmp_path / "images/val", 2, seed=1)
+    data = ["--data", "ImageClassificationDataModule", "--data.source", "folder", "--data.root", tmp_path / "images",
+            "--data.image_size", "32", "--data.batch_size", "4"]  # fmt: skip
+    quiet = ["--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
+    run_cli("fit", "--model", "ClassifierModule", "--model.backbone", "cifar_lenet", *data, *quiet,
+            "--trainer.max_epochs", "1", "--trainer.default_root_dir", tmp_path / "fit",
+            "--checkpoint.dirpath", tmp_path / "ckpt")  # fmt: skip
+    checkpoint = tmp_path / "ckpt/last.ckpt"
+    assert "_instantiator" in torch.load(checkpoint, weights_only=True)["hyper_parameters"]
+    run_cli("predict", "--model", "FeatureExtractModule", "--model.checkpoint", checkpoint, *data, *quiet,
+            "--trainer.logger", "false", "--prediction_writer.output_dir", tmp_path / "out")  # fmt: skip
+    expected = FeatureExtractModule(checkpoint=str(checkpoint))
+    written = np.load(tmp_path / "out/embeddings.npy")
+    assert written.shape == (4, 64)
+    assert (
+        expected.backbone.state_dict().keys() == load_task_checkpoint(checkpoint).backbone.state_dict().keys()
+    )

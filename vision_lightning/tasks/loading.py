@@ -7,15 +7,18 @@ SegmentationModule; the checkpoint's hyperparameters say which: a segmentation t
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 
 from lightning.fabric.utilities.cloud_io import _load as pl_load
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 
 from vision_lightning.tasks.base import BaseTask
 from vision_lightning.tasks.classification import ClassifierModule
 from vision_lightning.tasks.segmentation import SegmentationModule
 from vision_lightning.utils.errors import InputError, MissingInputError
+from vision_lightning.utils.weights import check_compatible, strip_prefixes
 
 
 def task_class_of(hyper_parameters: Mapping) -> type[BaseTask] | None:
@@ -44,4 +47,17 @@ def load_task_checkpoint(path: str | Path) -> BaseTask:
             f"checkpoint {path} is neither a ClassifierModule nor a SegmentationModule checkpoint "
             "(its hyperparameters name no backbone or encoder)"
         )
-    return task.load_from_checkpoint(path, map_location="cpu")
+    parameters = inspect.signature(task.__init__).parameters
+    arguments = {k: v for k, v in hyper_parameters.items() if k in parameters and not k.startswith("_")}
+    # While LightningCLI instantiates a module (a FeatureExtractModule given `checkpoint:`), every
+    # `save_hyperparameters` call records that module's CLI arguments instead of its own
+    # (Lightning's `_given_hyperparameters` context variable): build the task outside that context.
+    token = _given_hyperparameters.set(None)
+    try:
+        model = task(**{**arguments, "pretrained": False, "weights": None})
+    finally:
+        _given_hyperparameters.reset(token)
+    state_dict = strip_prefixes(data.get("state_dict", {}))
+    check_compatible(model, state_dict, f"checkpoint {path}")
+    model.load_state_dict(state_dict)
+    return model.eval()
