@@ -441,3 +441,51 @@ def test_two_process_ddp(tmp_path):
         assert record["backbone_grads"] == [False, True, True]
     assert ranks[0]["all"] == ranks[1]["all"]
     assert ranks[0]["epochs"] == ranks[1]["epochs"]
+
+
+def _scalars(run: Path) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values: dict[str, list[float]] = {}
+    for events in sorted(run.rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            values.setdefault(tag, []).extend(e.value for e in accumulator.Scalars(tag))
+    return values
+
+
+def test_cli_fit_then_resume_across_the_unfreeze(tmp_path: Path):
+    """Through the CLI: the callback from the command line, three learning-rate groups in
+    TensorBoard at fixed ratios, and a resume from the frozen epoch's last.ckpt that unfreezes."""
+    from tests.conftest import run_cli
+
+    config = Path(__file__).resolve().parents[1] / "configs/quickstart/classification.yaml"
+    run = tmp_path / "run"
+    args = [
+        "fit", "--config", config,
+        "--trainer.callbacks+=vision_lightning.BackboneFinetuning", "--trainer.callbacks.unfreeze_at_epoch", "1",
+        "--trainer.callbacks.backbone_lr_factor", "[0.01, 0.1]",
+        "--model.init_args.scheduler", "null", "--data.init_args.synthetic_samples", "64",
+        "--data.init_args.batch_size", "16", "--trainer.log_every_n_steps", "1",
+        "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
+        "--trainer.default_root_dir", run, "--checkpoint.dirpath", run / "checkpoints",
+    ]  # fmt: skip
+    run_cli(*args, "--trainer.max_epochs", "1")
+    frozen = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert frozen["epoch"] == 0
+    run_cli(*args, "--trainer.max_epochs", "2", "--ckpt_path", run / "checkpoints/last.ckpt")
+    unfrozen = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert unfrozen["epoch"] == 1
+
+    conv = next(k for k in frozen["state_dict"] if k.startswith("backbone.") and k.endswith("weight"))
+    assert not torch.equal(
+        frozen["state_dict"][conv], unfrozen["state_dict"][conv]
+    )  # trained after the resume
+    scalars = _scalars(run)
+    lrs = {tag.rsplit("/", 1)[-1]: values for tag, values in scalars.items() if tag.startswith("lr-")}
+    assert set(lrs) == {"backbone_0", "backbone_1", "head"}
+    for backbone_lr, head_lr in zip(lrs["backbone_0"], lrs["head"]):
+        assert backbone_lr == pytest.approx(head_lr * 0.01)
+    for backbone_lr, head_lr in zip(lrs["backbone_1"], lrs["head"]):
+        assert backbone_lr == pytest.approx(head_lr * 0.1)
