@@ -105,7 +105,12 @@ class BaseTask(pl.LightningModule):
         self.backbone.requires_grad_(True)
         self.backbone.train(self.training)
         self._bn_stats_fixed = freeze_bn_stats
-        if freeze_bn_stats:
+        self._keep_bn_stats_fixed()
+
+    def _keep_bn_stats_fixed(self) -> None:
+        """The backbone's BatchNorm layers in eval mode while `unfreeze_backbone(freeze_bn_stats=True)`
+        holds; called again by `train()`, which would otherwise put them back in training mode."""
+        if self._bn_stats_fixed:
             for module in self.backbone.modules():
                 if isinstance(module, _BatchNorm):
                     module.eval()
@@ -123,10 +128,7 @@ class BaseTask(pl.LightningModule):
         if mode:
             for part in self._frozen_parts():
                 part.eval()
-            if self._bn_stats_fixed:
-                for module in self.backbone.modules():
-                    if isinstance(module, _BatchNorm):
-                        module.eval()
+            self._keep_bn_stats_fixed()
         return self
 
     def on_fit_start(self) -> None:
