@@ -3,6 +3,17 @@
 `image_size` and `batch_size` are plain attributes that callbacks (progressive resizing) may change
 between epochs; transforms are built when a loader is built, so a new loader sees the new size.
 
+Constructor arguments shared by every data module are few: `image_size`, `batch_size` (both may be
+changed by callbacks), `loader` (a `LoaderOptions`: workers, pinned memory), `mean`/`std`, caching,
+the bad-image policy and `predict_splits`. Where the data comes from is a typed *source* object
+(`ImageFolder`, `MaskFolders`, ...) chosen by `class_path`, which validates its own arguments.
+
+Mean and std left unset (None) come from the model being trained: a timm backbone's pretrained
+config (ViT: 0.5, 0.5, 0.5), else ImageNet's. `[0.0]` and `[1.0]` only scale pixels to [0, 1].
+
+Checkpoints carry `preprocessing()` (sizes, mean/std, channels, class names) so that inference from
+a checkpoint alone prepares images the way training did.
+
 `predict_splits` says what `predict` runs on: by default the predict folder, else the test split,
 else validation; `predict_splits: [train, val]` predicts each named split instead, one loader per
 split with evaluation transforms, in order, labels included. That is how features are extracted
@@ -14,6 +25,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
@@ -21,35 +34,95 @@ from torch.utils.data import DataLoader, Dataset
 from vision_lightning.data.datasets import CachedSource, SampleSource, collate
 from vision_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.hparams import PlainHyperparameters
 
 log = logging.getLogger(__name__)
 Split = tuple[SampleSource, list[int]]
 SPLIT_NAMES = ("train", "val", "test", "predict")
+BadImages = Literal["skip", "error", "off"]
 
 
-class VisionDataModule(pl.LightningDataModule):
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How the DataLoaders read: `num_workers` processes (0: in the training process),
+    `pin_memory` (used only when training on CUDA), workers kept alive between epochs."""
+
+    num_workers: int = 0
+    pin_memory: bool = True
+    persistent_workers: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise InputError(f"loader.num_workers must be 0 or more, got {self.num_workers}")
+
+
+class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
+    """Base of the project's data modules (see the module docstring).
+
+    Args:
+        image_size: the training size (square), changed between epochs by ProgressiveResizing.
+        batch_size: the training batch size, changed with it.
+        loader: worker processes and memory pinning of every loader.
+        mean / std: normalisation; None: the model's own (a timm backbone's), else ImageNet's.
+        cache_images: decode every image once into memory (small data sets).
+        bad_images: unreadable files are `skip`ped with a warning naming each, stop the run
+            (`error`), or are not looked for (`off`).
+        predict_splits: predict these splits (`[train, val]`) instead of the predict set.
+    """
+
     def __init__(
         self,
         image_size: int = 224,
         batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        mean: Sequence[float] | None = IMAGENET_MEAN,
-        std: Sequence[float] | None = IMAGENET_STD,
+        loader: LoaderOptions = LoaderOptions(),
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        cache_images: bool = False,
+        bad_images: BadImages = "skip",
         predict_splits: list[str] | None = None,
     ) -> None:
         super().__init__()
         if image_size < 1 or batch_size < 1:
             raise InputError(f"image_size and batch_size must be positive, got {image_size} and {batch_size}")
+        if bad_images not in ("skip", "error", "off"):
+            raise InputError(f"bad_images must be skip, error or off, got {bad_images!r}")
+        if (mean is None) != (std is None):
+            raise InputError("give both mean and std, or neither (then the model's or ImageNet's are used)")
+        if isinstance(loader, dict):  # from Python: LoaderOptions(**loader)
+            loader = LoaderOptions(**loader)
         self.predict_splits = _check_predict_splits(predict_splits)
         self.image_size = image_size
         self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers
-        self.mean = mean
-        self.std = std
+        self.loader = loader
+        self._mean, self._std = mean, std
+        self.cache_images = cache_images
+        self.bad_images = bad_images
+
+    # ----------------------------------------------------------------- preprocessing
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self._normalisation()[0]
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self._normalisation()[1]
+
+    def _normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The given mean/std; else the model's `data_config` (a timm backbone's pretrained config,
+        read at run time: data never imports tasks); else ImageNet's."""
+        if self._mean is not None and self._std is not None:
+            return tuple(self._mean), tuple(self._std)
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        config = getattr(model, "data_config", None) or {}
+        if config.get("mean") and config.get("std"):
+            return tuple(config["mean"]), tuple(config["std"])
+        return IMAGENET_MEAN, IMAGENET_STD
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What inference needs to prepare an image as evaluation did; saved in checkpoints by the
+        tasks. Subclasses add their own keys (resize, channels, scale, ...)."""
+        mean, std = self._normalisation()
+        return {"image_size": self.image_size, "mean": list(mean), "std": list(std)}
 
     def _loader(self, dataset: Dataset, train: bool = False, batch_size: int | None = None) -> DataLoader:
         """A loader of `dataset` at `batch_size` (default: the current `self.batch_size`); whole images
@@ -63,11 +136,11 @@ class VisionDataModule(pl.LightningDataModule):
             shuffle=train,
             # A last batch of one sample breaks BatchNorm in training; drop the ragged end then.
             drop_last=train and size > batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory
+            num_workers=self.loader.num_workers,
+            pin_memory=self.loader.pin_memory
             and self.trainer is not None
             and self.trainer.strategy.root_device.type == "cuda",
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            persistent_workers=self.loader.persistent_workers and self.loader.num_workers > 0,
         )
 
     # ----------------------------------------------------------------- loaders
