@@ -1,4 +1,4 @@
-"""SegmentationDataModule and its sources: synthetic shapes, paired image/mask folders (ISBI, images/ +
+"""SegmentationDataModule and its typed sources: synthetic shapes, paired image/mask folders (ISBI, images/ +
 masks/, `<id>_mask.png` beside `<id>.png`, explicit val/), mask formats, joint augmentation, Kaggle RLE
 CSVs (carvana and siim), group splits, bad input and the image cache.
 
@@ -20,6 +20,14 @@ from PIL import Image
 
 from vision_lightning.data.datasets import collate
 from vision_lightning.data.segmentation import SegmentationDataModule
+from vision_lightning.data.segmentation_sources import (
+    MaskFolders,
+    PaletteMasks,
+    RleCsv,
+    SegmentationSource,
+    SyntheticShapes,
+    as_source,
+)
 from vision_lightning.data.splits import group_split
 from vision_lightning.data.synthetic import render_shape
 from vision_lightning.utils.errors import InputError, MissingInputError
@@ -30,9 +38,12 @@ SIZE = 16
 
 
 # ----------------------------------------------------------------------------- helpers
-def module(**kwargs) -> SegmentationDataModule:
-    """A data module with tiny defaults (image_size 16, raw [0, 1] pixels, batch 4)."""
-    defaults = {"image_size": SIZE, "batch_size": 4, "mean": None, "std": None}
+def module(source: SegmentationSource | None = None, **kwargs) -> SegmentationDataModule:
+    """A data module of `source` (default: synthetic shapes) with tiny defaults (image_size 16, raw
+    [0, 1] pixels, batch 4)."""
+    defaults = {"image_size": SIZE, "batch_size": 4, "mean": [0.0], "std": [1.0]}
+    if source is not None:
+        defaults["source"] = source
     return SegmentationDataModule(**{**defaults, **kwargs})
 
 
@@ -127,7 +138,7 @@ def assert_batch(batch: dict, channels: int, height: int, width: int, mask_plane
 # ----------------------------------------------------------------------------- synthetic
 @pytest.mark.parametrize("channels", [3, 1])
 def test_synthetic_binary_batches_and_splits(channels):
-    dm = module(synthetic_samples=12, channels=channels)
+    dm = module(SyntheticShapes(12), channels=channels)
     dm.setup("fit")
     assert dm.class_names == ["background", "foreground"] and dm.num_classes == 2
     for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
@@ -142,7 +153,7 @@ def test_synthetic_binary_batches_and_splits(channels):
 
 
 def test_synthetic_multiclass_masks_are_shape_ids():
-    dm = module(synthetic_samples=16, mode="multiclass", split_seed=5)
+    dm = module(SyntheticShapes(16), mode="multiclass", split_seed=5)
     dm.setup("fit")
     assert dm.class_names == ["background", "circle", "square", "triangle", "cross"]
     batch = next(iter(dm.val_dataloader()))
@@ -159,7 +170,7 @@ def test_synthetic_multiclass_masks_are_shape_ids():
 
 
 def test_synthetic_multilabel_planes():
-    dm = module(synthetic_samples=12, mode="multilabel", num_classes=3)
+    dm = module(SyntheticShapes(12), mode="multilabel", num_classes=3)
     dm.setup("fit")
     assert dm.class_names == ["circle", "square", "triangle"] and dm.num_classes == 3
     batch = next(iter(dm.train_dataloader()))
@@ -173,7 +184,7 @@ def test_synthetic_multilabel_planes():
 
 def test_synthetic_is_deterministic_by_seed():
     def val_masks(seed: int) -> dict[str, np.ndarray]:
-        dm = module(synthetic_samples=12, mode="multiclass", split_seed=seed)
+        dm = module(SyntheticShapes(12), mode="multiclass", split_seed=seed)
         dm.setup("fit")
         return masks_by_path(dm, "val")
 
@@ -209,7 +220,7 @@ def write_isbi(root: Path, count: int = 6, test_count: int = 3) -> dict[str, np.
 def test_isbi_layout_scale255_and_predict_unlabelled_test(tmp_path, folders):
     root = tmp_path / "isbi"
     written = write_isbi(root)
-    dm = module(source="folder", root=str(root), mask_format="scale255", val_split=0.34, **folders)
+    dm = module(MaskFolders(str(root), mask_format="scale255", **folders), val_split=0.34)
     dm.setup("fit")
     masks = masks_by_path(dm, "train", "val")
     assert set(masks) == set(written) and len(paths(dm, "val")) == 2
@@ -232,7 +243,7 @@ def test_isbi_layout_scale255_and_predict_unlabelled_test(tmp_path, folders):
 def test_images_and_masks_folders(tmp_path):
     root = tmp_path / "data"
     written = write_pairs(root / "images", root / "masks", [f"s{i}" for i in range(5)], classes=3)
-    dm = module(source="folder", root=str(root), mode="multiclass", num_classes=3)
+    dm = module(MaskFolders(str(root)), mode="multiclass", num_classes=3)
     dm.setup("fit")
     assert dm.class_names == ["0", "1", "2"]
     masks = masks_by_path(dm, "train", "val")
@@ -245,7 +256,7 @@ def test_masks_beside_images_with_suffix(tmp_path):
     root = tmp_path / "data"
     written = write_pairs(root, root, [f"img{i}" for i in range(5)], mask_suffix="_mask")
     assert len(list(root.glob("*_mask.png"))) == 5
-    dm = module(source="folder", root=str(root), mask_suffix="_mask")
+    dm = module(MaskFolders(str(root), mask_suffix="_mask"))
     dm.setup("fit")
     all_paths = paths(dm, "train") + paths(dm, "val")
     assert sorted(all_paths) == sorted(written)  # the _mask files are not taken as images
@@ -259,13 +270,13 @@ def test_jpeg_images_with_png_masks(tmp_path):
     written = write_pairs(root / "images", root / "masks", ["a", "b", "c", "d"], image_ext=".jpg")
     for name in ("a", "b", "c", "d"):  # decoys: JPEG previews next to the real masks, all foreground
         save(root / "masks" / f"{name}.jpg", np.full((SIZE, SIZE), 1, dtype=np.uint8))
-    dm = module(source="folder", root=str(root), mask_extension=".png")
+    dm = module(MaskFolders(str(root), mask_extension=".png"))
     dm.setup("fit")
     masks = masks_by_path(dm, "train", "val")
     assert set(masks) == set(written) and all(p.endswith(".jpg") for p in masks)
     assert all(np.array_equal(masks[p], written[p]) for p in written)
     # mask_extension without its dot works too
-    dm = module(source="folder", root=str(root), mask_extension="png")
+    dm = module(MaskFolders(str(root), mask_extension="png"))
     masks = masks_by_path(dm, "train", "val")
     assert all(np.array_equal(masks[p], written[p]) for p in written)
 
@@ -275,7 +286,7 @@ def test_explicit_train_val_test_folders(tmp_path):
     train = write_pairs(root / "train" / "images", root / "train" / "masks", ["t0", "t1", "t2", "t3"])
     val = write_pairs(root / "val" / "images", root / "val" / "masks", ["v0", "v1"], seed=10)
     test = write_pairs(root / "test" / "images", root / "test" / "masks", ["x0"], seed=20)
-    dm = module(source="folder", root=str(root), val_split=0.5)
+    dm = module(MaskFolders(str(root)), val_split=0.5)
     dm.setup("fit")
     assert sorted(paths(dm, "train")) == sorted(train)
     assert sorted(paths(dm, "val")) == sorted(val)
@@ -290,14 +301,14 @@ def test_val_folder_without_masks_is_an_error(tmp_path):
     write_pairs(root / "train" / "images", root / "train" / "masks", ["a", "b"])
     save(root / "val" / "v.png", random_image(1))
     with pytest.raises(InputError, match="has no masks"):
-        module(source="folder", root=str(root)).setup("fit")
+        module(MaskFolders(str(root))).setup("fit")
 
 
 def test_folder_source_rejects_multilabel(tmp_path):
     root = tmp_path / "data"
     write_pairs(root / "images", root / "masks", ["a", "b"])
     with pytest.raises(InputError, match="multilabel"):
-        module(source="folder", root=str(root), mode="multilabel", num_classes=2).setup("fit")
+        module(MaskFolders(str(root)), mode="multilabel", num_classes=2).setup("fit")
 
 
 # ----------------------------------------------------------------------------- mask formats
@@ -364,7 +375,7 @@ def test_mask_format_scale255_jpeg_masks_in_a_module(tmp_path):
         save(root / "masks" / f"{i}.jpg", mask * 255, quality=60)
     noisy = np.asarray(Image.open(root / "masks" / "0.jpg"))
     assert not set(np.unique(noisy).tolist()) <= {0, 255}  # JPEG really did add in-between values
-    dm = module(source="folder", root=str(root), mask_format="scale255")
+    dm = module(MaskFolders(str(root), mask_format="scale255"))
     masks = masks_by_path(dm, "train", "val")
     assert all(np.array_equal(masks[p], written[p]) for p in written)
 
@@ -386,7 +397,7 @@ def test_mask_format_colors(mask_file, tmp_path):
         ids = random_mask(10 + i, classes=3)
         written[str(save(root / "images" / f"{i}.png", random_image(i)))] = ids
         save(root / "masks" / f"{i}.png", colour_mask(ids))
-    dm = module(source="folder", root=str(root), mode="multiclass", mask_format="colors", mask_colors=COLORS)
+    dm = module(PaletteMasks(str(root), COLORS), mode="multiclass")
     assert dm.num_classes == 3
     masks = masks_by_path(dm, "train", "val")
     assert all(np.array_equal(masks[p], written[p]) for p in written)
@@ -400,7 +411,7 @@ def test_mask_format_colors_unknown_colour_names_the_file(tmp_path):
     bad = colour_mask(random_mask(5, classes=3))
     bad[2, 3] = [1, 2, 3]
     bad_path = save(root / "masks" / "1.png", bad)
-    dm = module(source="folder", root=str(root), mode="multiclass", mask_format="colors", mask_colors=COLORS)
+    dm = module(PaletteMasks(str(root), COLORS), mode="multiclass")
     with pytest.raises(InputError) as error:
         dm.setup("fit")
     assert str(bad_path) in str(error.value) and "(1, 2, 3)" in str(error.value)
@@ -408,11 +419,17 @@ def test_mask_format_colors_unknown_colour_names_the_file(tmp_path):
 
 def test_mask_format_options_are_checked():
     with pytest.raises(InputError, match="mask_format"):
-        module(mask_format="rgb")
-    with pytest.raises(InputError, match="mask_colors"):
-        module(source="folder", mask_format="colors")
-    with pytest.raises(InputError, match="mask_colors"):
-        module(source="folder", mode="multiclass", mask_format="colors", mask_colors=COLORS, num_classes=4)
+        MaskFolders("data", mask_format="rgb")
+    with pytest.raises(InputError, match="PaletteMasks"):  # colour masks have a source of their own
+        MaskFolders("data", mask_format="colors")
+    with pytest.raises(InputError, match="colors"):
+        PaletteMasks("data", [])
+    with pytest.raises(InputError, match=r"colors\[1\]"):
+        PaletteMasks("data", [[0, 0, 0], [300, 0, 0]])
+    with pytest.raises(InputError, match="more than once"):
+        PaletteMasks("data", [[0, 0, 0], [0, 0, 0]])
+    with pytest.raises(InputError, match="colors lists 3 colours"):
+        module(PaletteMasks("data", COLORS), mode="multiclass", num_classes=4)
 
 
 def test_palette_masks_in_a_multiclass_module(tmp_path):
@@ -426,9 +443,10 @@ def test_palette_masks_in_a_multiclass_module(tmp_path):
         (root / "SegmentationClass").mkdir(exist_ok=True)
         image.save(root / "SegmentationClass" / f"{i}.png")
     dm = module(
-        source="folder", root=str(root), image_dir="JPEGImages", mask_dir="SegmentationClass",
-        mode="multiclass", class_names=["background", "aeroplane", "bicycle"],
-    )  # fmt: skip
+        MaskFolders(str(root), image_dir="JPEGImages", mask_dir="SegmentationClass"),
+        mode="multiclass",
+        class_names=["background", "aeroplane", "bicycle"],
+    )
     masks = masks_by_path(dm, "train", "val")
     assert set(masks) == set(written)
     assert all(np.array_equal(masks[p], written[p]) for p in written)
@@ -443,8 +461,8 @@ def test_ignore_index_values_are_allowed(tmp_path):
         written[str(save(root / "images" / f"{i}.png", random_image(i)))] = ids
         save(root / "masks" / f"{i}.png", ids)
     with pytest.raises(InputError, match="255"):
-        module(source="folder", root=str(root), mode="multiclass", num_classes=3).setup("fit")
-    dm = module(source="folder", root=str(root), mode="multiclass", num_classes=3, ignore_index=255)
+        module(MaskFolders(str(root)), mode="multiclass", num_classes=3).setup("fit")
+    dm = module(MaskFolders(str(root), ignore_index=255), mode="multiclass", num_classes=3)
     masks = masks_by_path(dm, "train", "val")
     assert all(np.array_equal(masks[p], written[p]) for p in written)
 
@@ -479,8 +497,9 @@ def write_encoded(root: Path, count: int, height: int = SIZE, width: int = SIZE)
 def test_horizontal_flip_moves_mask_with_image(tmp_path):
     root = tmp_path / "data"
     mask = write_encoded(root, 4)
-    dm = module(source="folder", root=str(root), mode="multiclass", num_classes=4,
-                augmentations=[A.HorizontalFlip(p=1.0)])  # fmt: skip
+    dm = module(
+        MaskFolders(str(root)), mode="multiclass", num_classes=4, augmentations=[A.HorizontalFlip(p=1.0)]
+    )
     batch = next(iter(dm.train_dataloader()))
     assert_batch(batch, 3, SIZE, SIZE)
     for image, flipped in zip(batch["image"], batch["mask"]):
@@ -498,7 +517,7 @@ def test_horizontal_flip_moves_mask_with_image(tmp_path):
 def test_resize_keeps_class_ids(tmp_path, image_size):
     root = tmp_path / "data"
     mask = write_encoded(root, 3, 20, 24)
-    dm = module(source="folder", root=str(root), mode="multiclass", num_classes=4, image_size=image_size)
+    dm = module(MaskFolders(str(root)), mode="multiclass", num_classes=4, image_size=image_size)
     for item in items(dm, "train") + items(dm, "val"):
         resized = item["mask"].numpy()
         assert resized.shape == (image_size, image_size) and resized.dtype == np.uint8
@@ -512,7 +531,7 @@ def test_crop_random_in_training_whole_in_validation(tmp_path):
     root = tmp_path / "data"
     height, width = 24, 32
     mask = write_encoded(root, 8, height, width)
-    dm = module(source="folder", root=str(root), mode="multiclass", num_classes=4, crop=True, val_split=0.25)
+    dm = module(MaskFolders(str(root)), mode="multiclass", num_classes=4, crop=True, val_split=0.25)
     offsets = set()
     for _ in range(3):
         for batch in dm.train_dataloader():
@@ -533,7 +552,7 @@ def test_crop_random_in_training_whole_in_validation(tmp_path):
 def test_crop_pads_images_smaller_than_image_size(tmp_path):
     root = tmp_path / "data"
     write_encoded(root, 4, 10, 12)
-    dm = module(source="folder", root=str(root), mode="multiclass", num_classes=4, crop=True)
+    dm = module(MaskFolders(str(root)), mode="multiclass", num_classes=4, crop=True)
     batch = next(iter(dm.train_dataloader()))
     assert_batch(batch, 3, SIZE, SIZE)
 
@@ -554,8 +573,11 @@ def test_rle_csv_carvana(tmp_path, order):
     rows = [{"img": name, "rle_mask": rle_encode(masks[name], "carvana", order)} for name in names]
     assert rows[5]["rle_mask"] == ""
     csv_path = write_csv(tmp_path / "train_masks.csv", rows)
-    dm = module(source="csv", root=str(root / "train"), csv_path=str(csv_path), path_column="img",
-                rle_column="rle_mask", rle_order=order)  # fmt: skip
+    dm = module(
+        RleCsv(
+            str(csv_path), root=str(root / "train"), path_column="img", rle_column="rle_mask", rle_order=order
+        )
+    )
     dm.setup("fit")
     decoded = masks_by_path(dm, "train", "val")
     assert set(decoded) == {str(root / "train" / n) for n in names}
@@ -564,8 +586,15 @@ def test_rle_csv_carvana(tmp_path, order):
     assert_batch(next(iter(dm.train_dataloader())), 3, SIZE, SIZE)
 
     # the other pixel order reads different (transposed) masks: the option matters
-    other = module(source="csv", root=str(root / "train"), csv_path=str(csv_path), path_column="img",
-                   rle_column="rle_mask", rle_order="C" if order == "F" else "F")  # fmt: skip
+    other = module(
+        RleCsv(
+            str(csv_path),
+            root=str(root / "train"),
+            path_column="img",
+            rle_column="rle_mask",
+            rle_order="C" if order == "F" else "F",
+        )
+    )
     wrong = masks_by_path(other, "train", "val")
     assert any(not np.array_equal(wrong[p], decoded[p]) for p in decoded)
 
@@ -585,8 +614,16 @@ def test_rle_csv_siim_relative_offsets_and_several_rows(tmp_path):
         {"ImageId": "p4", " EncodedPixels": " -1"},
     ]
     csv_path = write_csv(root / "train-rle.csv", rows)
-    dm = module(source="csv", csv_path=str(csv_path), path_column="ImageId", path_format="{}.png",
-                rle_column=" EncodedPixels", rle_format="siim", val_split=0.5)  # fmt: skip
+    dm = module(
+        RleCsv(
+            str(csv_path),
+            path_column="ImageId",
+            path_format="{}.png",
+            rle_column=" EncodedPixels",
+            rle_format="siim",
+        ),
+        val_split=0.5,
+    )
     dm.setup("fit")
     decoded = masks_by_path(dm, "train", "val")
     assert len(decoded) == 4  # p1's two rows are one image
@@ -609,16 +646,9 @@ def test_rle_csv_class_column_multiclass(tmp_path):
         {"ImageId": "d.png", "ClassId": "road", "EncodedPixels": ""},
     ]
     csv_path = write_csv(root / "train.csv", rows)
-    options = {
-        "source": "csv",
-        "csv_path": str(csv_path),
-        "path_column": "ImageId",
-        "rle_column": "EncodedPixels",
-        "class_column": "ClassId",
-        "mode": "multiclass",
-        "class_names": ["background", "car", "road"],
-    }
-    dm = module(**options)
+    source = RleCsv(str(csv_path), path_column="ImageId", rle_column="EncodedPixels", class_column="ClassId")
+    options = {"mode": "multiclass", "class_names": ["background", "car", "road"]}
+    dm = module(source, **options)
     decoded = masks_by_path(dm, "train", "val")
     assert np.array_equal(decoded[str(root / "a.png")], road * 2 + car)  # no overlap here
     assert np.array_equal(decoded[str(root / "b.png")], road * 2)
@@ -628,7 +658,7 @@ def test_rle_csv_class_column_multiclass(tmp_path):
     rows.append({"ImageId": "d.png", "ClassId": "bus", "EncodedPixels": ""})
     write_csv(csv_path, rows)
     with pytest.raises(InputError, match="bus") as error:
-        module(**options).setup()
+        module(source, **options).setup()
     assert "line 7" in str(error.value) and str(csv_path) in str(error.value)
 
 
@@ -645,8 +675,11 @@ def test_rle_csv_class_column_multilabel(tmp_path):
         {"Image": "c.png", "Label": "Fish", "EncodedPixels": ""},
     ]
     csv_path = write_csv(root / "train.csv", rows)
-    dm = module(source="csv", csv_path=str(csv_path), path_column="Image", rle_column="EncodedPixels",
-                class_column="Label", mode="multilabel", class_names=["Fish", "Flower"])  # fmt: skip
+    dm = module(
+        RleCsv(str(csv_path), path_column="Image", rle_column="EncodedPixels", class_column="Label"),
+        mode="multilabel",
+        class_names=["Fish", "Flower"],
+    )
     decoded = masks_by_path(dm, "train", "val")
     assert np.array_equal(decoded[str(root / "a.png")], np.stack([fish, flower]))
     assert np.array_equal(decoded[str(root / "b.png")], np.stack([fish * 0, flower]))
@@ -660,13 +693,13 @@ def test_rle_csv_needs_class_column_and_columns(tmp_path):
     rle_images(root, ["a.png", "b.png"])
     csv_path = write_csv(root / "train.csv", [{"id": "a.png", "rle": ""}, {"id": "b.png", "rle": ""}])
     with pytest.raises(InputError, match="class_column"):
-        module(source="csv", csv_path=str(csv_path), mode="multiclass", num_classes=3).setup()
+        module(RleCsv(str(csv_path)), mode="multiclass", num_classes=3).setup()
     with pytest.raises(InputError, match="'EncodedPixels'"):
-        module(source="csv", csv_path=str(csv_path), rle_column="EncodedPixels").setup()
+        module(RleCsv(str(csv_path), rle_column="EncodedPixels")).setup()
     with pytest.raises(MissingInputError, match="nothere.csv"):
-        module(source="csv", csv_path=str(root / "nothere.csv")).setup()
+        module(RleCsv(str(root / "nothere.csv"))).setup()
     with pytest.raises(InputError, match="csv_path"):
-        module(source="csv").setup()
+        module(RleCsv("")).setup()
 
 
 # ----------------------------------------------------------------------------- group splits
@@ -682,8 +715,13 @@ def test_group_pattern_keeps_each_car_in_one_split(tmp_path):
         save(root / "masks" / f"{name}_mask.png", random_mask(i, 8, 8))
 
     def dm(seed: int) -> SegmentationDataModule:
-        data = module(source="folder", root=str(root), mask_suffix="_mask", group_pattern="^([^_]+)_",
-                      val_split=0.34, split_seed=seed, image_size=8, check_masks=False)  # fmt: skip
+        data = module(
+            MaskFolders(str(root), mask_suffix="_mask", check_masks=False),
+            group_pattern="^([^_]+)_",
+            val_split=0.34,
+            split_seed=seed,
+            image_size=8,
+        )
         data.setup("fit")
         return data
 
@@ -702,9 +740,9 @@ def test_group_pattern_that_does_not_match(tmp_path):
     root = tmp_path / "data"
     write_pairs(root / "images", root / "masks", ["car1_01", "car2_01", "nogroup"])
     with pytest.raises(InputError, match="nogroup"):
-        module(source="folder", root=str(root), group_pattern="^(car\\d+)_").setup("fit")
+        module(MaskFolders(str(root)), group_pattern="^(car\\d+)_").setup("fit")
     with pytest.raises(InputError, match="regular expression"):
-        module(source="folder", root=str(root), group_pattern="([").setup("fit")
+        module(MaskFolders(str(root)), group_pattern="([").setup("fit")
 
 
 def test_group_column_in_csv(tmp_path):
@@ -719,8 +757,9 @@ def test_group_column_in_csv(tmp_path):
     patient = {str(root / row["id"]): row["patient"] for row in rows}
 
     def val_patients(seed: int) -> tuple[set[str], set[str]]:
-        dm = module(source="csv", csv_path=str(csv_path), group_column="patient", val_split=0.4,
-                    split_seed=seed, image_size=8)  # fmt: skip
+        dm = module(
+            RleCsv(str(csv_path), group_column="patient"), val_split=0.4, split_seed=seed, image_size=8
+        )
         dm.setup("fit")
         return {patient[p] for p in paths(dm, "train")}, {patient[p] for p in paths(dm, "val")}
 
@@ -763,13 +802,13 @@ def test_mask_size_differs_from_image(tmp_path):
     write_pairs(root / "images", root / "masks", ["a", "b", "c"])
     bad_mask = save(root / "masks" / "b.png", np.zeros((SIZE, SIZE + 4), np.uint8))
     with pytest.raises(InputError) as error:
-        module(source="folder", root=str(root)).setup("fit")
+        module(MaskFolders(str(root))).setup("fit")
     message = str(error.value)
     assert str(bad_mask) in message and str(root / "images" / "b.png") in message
     assert "20x16" in message and "16x16" in message
     # sizes are checked even when mask values are not
     with pytest.raises(InputError, match="b.png"):
-        module(source="folder", root=str(root), check_masks=False).setup("fit")
+        module(MaskFolders(str(root), check_masks=False)).setup("fit")
 
 
 def test_image_without_mask_is_listed(tmp_path):
@@ -777,7 +816,7 @@ def test_image_without_mask_is_listed(tmp_path):
     write_pairs(root / "images", root / "masks", ["a", "b", "c", "d"])
     (root / "masks" / "c.png").unlink()
     with pytest.raises(InputError) as error:
-        module(source="folder", root=str(root)).setup("fit")
+        module(MaskFolders(str(root))).setup("fit")
     message = str(error.value)
     assert str(root / "images" / "c.png") in message and "1 image(s) have no mask" in message
     assert str(root / "images" / "a.png") not in message
@@ -788,7 +827,7 @@ def test_training_images_without_any_masks(tmp_path):
     for i in range(3):
         save(root / f"{i}.png", random_image(i))
     with pytest.raises(InputError, match="found no masks"):
-        module(source="folder", root=str(root)).setup("fit")
+        module(MaskFolders(str(root))).setup("fit")
 
 
 def test_mask_values_beyond_the_classes(tmp_path):
@@ -798,7 +837,7 @@ def test_mask_values_beyond_the_classes(tmp_path):
     bad[5, 5] = 7
     bad_path = save(root / "masks" / "b.png", bad)
     with pytest.raises(InputError) as error:
-        module(source="folder", root=str(root), mode="multiclass", num_classes=3).setup("fit")
+        module(MaskFolders(str(root)), mode="multiclass", num_classes=3).setup("fit")
     message = str(error.value)
     assert str(bad_path) in message and "[7]" in message and "3 classes" in message
     assert "scale255" not in message
@@ -808,7 +847,7 @@ def test_binary_index_mask_of_255_suggests_scale255(tmp_path):
     root = tmp_path / "data"
     write_pairs(root / "images", root / "masks", ["a", "b", "c"], scale=255)
     with pytest.raises(InputError) as error:
-        module(source="folder", root=str(root)).setup("fit")
+        module(MaskFolders(str(root))).setup("fit")
     message = str(error.value)
     assert "scale255" in message and "3 bad sample(s)" in message
     for name in ("a", "b", "c"):  # every bad mask is reported at once
@@ -825,7 +864,7 @@ def test_rle_run_past_the_end_names_the_csv_line(tmp_path):
     ]
     csv_path = write_csv(root / "train.csv", rows)
     with pytest.raises(InputError) as error:
-        module(source="csv", csv_path=str(csv_path)).setup("fit")
+        module(RleCsv(str(csv_path))).setup("fit")
     message = str(error.value)
     assert str(csv_path) in message and "line 3" in message and "b.png" in message
     assert "past the end" in message
@@ -833,18 +872,18 @@ def test_rle_run_past_the_end_names_the_csv_line(tmp_path):
 
 def test_missing_root(tmp_path):
     with pytest.raises(MissingInputError) as error:
-        module(source="folder", root=str(tmp_path / "nowhere")).setup("fit")
+        module(MaskFolders(str(tmp_path / "nowhere"))).setup("fit")
     assert str(tmp_path / "nowhere") in str(error.value)
     with pytest.raises(InputError, match="root"):
-        module(source="folder").setup("fit")
+        module(MaskFolders("")).setup("fit")
     # a mask_dir that is not there in the training split is named (a typo, most likely)
     root = tmp_path / "data"
     write_pairs(root / "images", root / "masks", ["a", "b"])
     with pytest.raises(MissingInputError, match="mask_dir 'labelz' is not a folder") as error:
-        module(source="folder", root=str(root), mask_dir="labelz").setup("fit")
+        module(MaskFolders(str(root), mask_dir="labelz")).setup("fit")
     assert str(root) in str(error.value)
     with pytest.raises(MissingInputError, match="pictures"):
-        module(source="folder", root=str(root), image_dir="pictures").setup("fit")
+        module(MaskFolders(str(root), image_dir="pictures")).setup("fit")
 
 
 @pytest.mark.parametrize("broken", ["image", "mask"])
@@ -853,7 +892,7 @@ def test_corrupt_file_skipped_with_warning(tmp_path, caplog, broken):
     written = write_pairs(root / "images", root / "masks", [f"s{i}" for i in range(6)])
     bad = root / ("images" if broken == "image" else "masks") / "s3.png"
     bad.write_bytes(b"this is not a png\n" * 4)
-    dm = module(source="folder", root=str(root), val_split=0.5, bad_images="skip")
+    dm = module(MaskFolders(str(root)), val_split=0.5, bad_images="skip")
     caplog.set_level(logging.WARNING)
     dm.setup("fit")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -863,7 +902,7 @@ def test_corrupt_file_skipped_with_warning(tmp_path, caplog, broken):
     assert_batch(next(iter(dm.train_dataloader())), 3, SIZE, SIZE)
 
     with pytest.raises(InputError) as error:
-        module(source="folder", root=str(root), val_split=0.5, bad_images="error").setup("fit")
+        module(MaskFolders(str(root)), val_split=0.5, bad_images="error").setup("fit")
     assert str(bad) in str(error.value)
 
 
@@ -876,7 +915,7 @@ def test_truncated_jpeg_image_is_dropped(tmp_path, caplog):
     truncated.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     save(root / "masks" / "s1.png", np.zeros((32, 32), np.uint8))
     caplog.set_level(logging.WARNING)
-    dm = module(source="folder", root=str(root), val_split=0.4)
+    dm = module(MaskFolders(str(root)), val_split=0.4)
     dm.setup("fit")
     assert str(truncated) not in paths(dm, "train") + paths(dm, "val")
     assert any(str(truncated) in r.getMessage() for r in caplog.records)
@@ -888,7 +927,7 @@ def test_different_sizes_in_one_batch_give_the_collate_error(tmp_path):
         for i, (h, w) in enumerate(sizes):
             save(root / split / "images" / f"{i}.png", random_image(i, h, w))
             save(root / split / "masks" / f"{i}.png", random_mask(i, h, w))
-    dm = module(source="folder", root=str(root), crop=True, batch_size=4)
+    dm = module(MaskFolders(str(root)), crop=True, batch_size=4)
     assert_batch(next(iter(dm.train_dataloader())), 3, SIZE, SIZE)  # crops of one size batch fine
     with pytest.raises(InputError) as error:
         next(iter(dm.val_dataloader()))
@@ -921,8 +960,8 @@ def assert_same_batches(a: list[dict], b: list[dict]) -> None:
 def test_cache_images_gives_identical_batches(tmp_path):
     root = tmp_path / "isbi"
     write_isbi(root)
-    plain = module(source="folder", root=str(root), mask_format="scale255", batch_size=2)
-    cached = module(source="folder", root=str(root), mask_format="scale255", batch_size=2, cache_images=True)
+    plain = module(MaskFolders(str(root), mask_format="scale255"), batch_size=2)
+    cached = module(MaskFolders(str(root), mask_format="scale255"), batch_size=2, cache_images=True)
     plain.setup("fit")
     cached.setup("fit")
     assert_same_batches(batches(plain.val_dataloader()), batches(cached.val_dataloader()))
@@ -943,8 +982,8 @@ def test_cache_images_with_rle_csv(tmp_path):
     csv_path = write_csv(
         root / "train.csv", [{"id": n, "rle": rle_encode(random_mask(i))} for i, n in enumerate(names)]
     )
-    plain = module(source="csv", csv_path=str(csv_path), batch_size=2)
-    cached = module(source="csv", csv_path=str(csv_path), batch_size=2, cache_images=True)
+    plain = module(RleCsv(str(csv_path)), batch_size=2)
+    cached = module(RleCsv(str(csv_path)), batch_size=2, cache_images=True)
     assert_same_batches(batches(plain.val_dataloader()), batches(cached.val_dataloader()))
     a, b = items(plain, "train"), items(cached, "train")
     assert all(torch.equal(x["mask"], y["mask"]) and x["path"] == y["path"] for x, y in zip(a, b))
@@ -952,21 +991,168 @@ def test_cache_images_with_rle_csv(tmp_path):
 
 def test_cache_decodes_each_pair_once(tmp_path, monkeypatch):
     """Train and val share one source: the cache must decode each of its images once, not per split."""
-    from vision_lightning.data import segmentation_sources
+    from vision_lightning.data import segmentation_samples
 
     names = [f"s{i}" for i in range(10)]
     write_pairs(tmp_path / "images", tmp_path / "masks", names)
     reads: dict[str, int] = {}
-    original = segmentation_sources.read_image
+    original = segmentation_samples.read_image
 
     def counting(path, channels=3):
         reads[str(path)] = reads.get(str(path), 0) + 1
         return original(path, channels)
 
-    monkeypatch.setattr(segmentation_sources, "read_image", counting)
-    data = module(source="folder", root=str(tmp_path), image_size=16, batch_size=4, cache_images=True)
+    monkeypatch.setattr(segmentation_samples, "read_image", counting)
+    data = module(MaskFolders(str(tmp_path)), image_size=16, batch_size=4, cache_images=True)
     data.setup("fit")
     assert len(reads) == len(names) and set(reads.values()) == {1}
     seen = sum(len(batch["image"]) for batch in data.train_dataloader())
     seen += sum(len(batch["image"]) for batch in data.val_dataloader())
     assert seen >= 8 and set(reads.values()) == {1}
+
+
+# ----------------------------------------------------------------------------- typed sources
+DATA_YAML = """
+data:
+  class_path: vision_lightning.SegmentationDataModule
+  init_args:
+    source:
+      class_path: {class_path}
+      init_args: {init_args}
+    mode: {mode}
+    class_names: {class_names}
+    image_size: 16
+    loader: {{num_workers: 0}}
+"""
+
+SOURCE_CONFIGS = [
+    ("MaskFolders", {"root": "data", "mask_dir": "label", "mask_format": "scale255", "ignore_index": 255}),
+    ("PaletteMasks", {"root": "camvid", "colors": [[0, 0, 0], [128, 64, 128], [220, 20, 60]]}),
+    ("RleCsv", {"csv_path": "train.csv", "rle_format": "siim", "rle_order": "C", "class_column": "c"}),
+    ("SyntheticShapes", {"samples": 24}),
+]
+
+
+@pytest.mark.parametrize(("name", "init_args"), SOURCE_CONFIGS, ids=[c[0] for c in SOURCE_CONFIGS])
+def test_sources_from_yaml_by_class_path(name, init_args):
+    """The YAML form: each source by its full class path (and by its short name, unique among the
+    segmentation sources even though classification may have a `SyntheticShapes` of its own); the
+    data module's hyperparameters describe the source as the config did."""
+    import json
+
+    import lightning.pytorch as pl
+    from jsonargparse import ArgumentParser
+
+    from vision_lightning.utils.hparams import plain
+
+    mode, class_names = ("binary", "null") if name == "MaskFolders" else ("multiclass", "[bg, road, car]")
+    if name == "SyntheticShapes":
+        class_names = "null"
+    full = f"vision_lightning.data.segmentation_sources.{name}"
+    for class_path in (full, name):
+        parser = ArgumentParser(exit_on_error=False)
+        parser.add_subclass_arguments(pl.LightningDataModule, "data")
+        text = DATA_YAML.format(
+            class_path=class_path, init_args=json.dumps(init_args), mode=mode, class_names=class_names
+        )
+        config = parser.parse_string(text)
+        dm = parser.instantiate_classes(config).data
+        assert type(dm.source).__name__ == name and type(dm.source).__module__.endswith(
+            "segmentation_sources"
+        )
+        assert plain(dm.source) == {"class_path": full, "init_args": {**dm.source.init_args, **init_args}}
+        assert isinstance(as_source(dm.hparams["source"]), type(dm.source))
+    if name == "MaskFolders":
+        assert dm.ignore_index == 255 and dm.class_names == ["background", "foreground"]
+    if name == "PaletteMasks":
+        assert dm.num_classes == 3 and dm.ignore_index is None
+    if name == "SyntheticShapes":
+        assert dm.class_names == ["background", "circle", "square", "triangle", "cross"]
+
+
+def test_hyperparameters_rebuild_the_source_and_preprocessing_says_how_to_predict(tmp_path):
+    source = MaskFolders(str(tmp_path), mask_dir="labels", mask_format="scale255", ignore_index=255)
+    dm = module(source, channels=1, crop=True, image_size=32, mode="multiclass", num_classes=3)
+    described = dm.hparams["source"]
+    assert described == {
+        "class_path": "vision_lightning.data.segmentation_sources.MaskFolders",
+        "init_args": {
+            "root": str(tmp_path), "image_dir": None, "mask_dir": "labels", "mask_suffix": "",
+            "mask_extension": None, "mask_format": "scale255", "ignore_index": 255, "check_masks": True,
+        },
+    }  # fmt: skip
+    # the classes as resolved, the same values the CLI links into the model
+    assert dm.hparams["num_classes"] == 3 and dm.hparams["class_names"] == ["0", "1", "2"]
+    assert dm.hparams_initial["class_names"] == ["0", "1", "2"]
+    rebuilt = SegmentationDataModule(source=described, mode="multiclass", num_classes=3)
+    assert isinstance(rebuilt.source, MaskFolders) and rebuilt.source.init_args == source.init_args
+    assert dm.preprocessing() == {
+        "image_size": 32, "mean": [0.0], "std": [1.0], "channels": 1, "crop": True, "whole_image": True,
+        "mode": "multiclass", "class_names": ["0", "1", "2"], "ignore_index": 255,
+    }  # fmt: skip
+    resized = module(SyntheticShapes(8)).preprocessing()
+    assert resized["whole_image"] is False and resized["class_names"] == ["background", "foreground"]
+    assert resized["mode"] == "binary" and resized["ignore_index"] is None and resized["channels"] == 3
+
+
+def test_source_arguments_are_checked(tmp_path):
+    with pytest.raises(InputError, match="rle_format"):
+        RleCsv("train.csv", rle_format="kaggle")
+    with pytest.raises(InputError, match="rle_order"):
+        RleCsv("train.csv", rle_order="row")
+    with pytest.raises(InputError, match="samples"):
+        SyntheticShapes(1)
+    with pytest.raises(InputError, match="segmentation source"):
+        module("folder")
+    with pytest.raises(InputError, match="segmentation source"):
+        module({"class_path": "vision_lightning.data.synthetic.SyntheticShapes", "init_args": {}})
+    with pytest.raises(InputError, match="segmentation source"):
+        module({"class_path": "no.such.Source"})
+    # what a source cannot give is said when the module is built, before any file is read
+    with pytest.raises(InputError, match="multilabel"):
+        module(MaskFolders(str(tmp_path / "nowhere")), mode="multilabel", num_classes=2)
+    with pytest.raises(InputError, match="class_column"):
+        module(RleCsv(str(tmp_path / "nowhere.csv")), mode="multilabel", num_classes=2)
+
+
+class InMemory(SegmentationSource):
+    """A user's own source: arrays already in memory, one pair per sample."""
+
+    def __init__(self, count: int = 6) -> None:
+        self.count = count
+        self.init_args = {"count": count}
+
+    def default_class_names(self, mode: str, count: int | None) -> list[str]:
+        return ["sky", "cloud"] if mode == "multilabel" else ["background", "sky", "cloud"]
+
+    def load(self, spec):
+        from vision_lightning.data.segmentation_sources import SourceData
+
+        class Pairs:
+            paths = [f"memory/{i}" for i in range(self.count)]
+
+            def __len__(self) -> int:
+                return len(self.paths)
+
+            def files(self, index: int) -> list[str]:
+                return []
+
+            def problem(self, index: int) -> str | None:
+                return None
+
+            def load(self, index: int):
+                return random_image(index), random_mask(index, classes=spec.num_classes), self.paths[index]
+
+        return SourceData(Pairs(), groups=[str(i % 3) for i in range(self.count)])
+
+
+def test_a_source_of_ones_own():
+    """A subclass of SegmentationSource is all a new kind of data needs: classes, split by its own
+    groups, checks, transforms and loaders come from the module."""
+    dm = module(InMemory(6), mode="multiclass", val_split=0.34)
+    assert dm.class_names == ["background", "sky", "cloud"]
+    dm.setup("fit")
+    groups = [{int(p.split("/")[1]) % 3 for p in paths(dm, split)} for split in ("train", "val")]
+    assert len(groups[1]) == 1 and not groups[0] & groups[1]
+    assert_batch(next(iter(dm.train_dataloader())), 3, SIZE, SIZE)
+    assert dm.hparams["source"] == {"class_path": f"{__name__}.InMemory", "init_args": {"count": 6}}

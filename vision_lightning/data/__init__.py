@@ -2,6 +2,7 @@ from vision_lightning.data.base import VisionDataModule
 from vision_lightning.data.classification import ImageClassificationDataModule
 from vision_lightning.data.embeddings import EmbeddingDataModule
 from vision_lightning.data.segmentation import SegmentationDataModule
+from vision_lightning.data.segmentation_sources import MaskFolders, PaletteMasks, RleCsv, SegmentationSource
 from vision_lightning.data.splits import group_split, stratified_folds, stratified_split, write_folds
 from vision_lightning.data.style import StyleTransferDataModule
 from vision_lightning.data.superres import SuperResDataModule
@@ -11,7 +12,11 @@ from vision_lightning.data.textures import SyntheticTextures
 __all__ = [
     "EmbeddingDataModule",
     "ImageClassificationDataModule",
+    "MaskFolders",
+    "PaletteMasks",
+    "RleCsv",
     "SegmentationDataModule",
+    "SegmentationSource",
     "StyleTransferDataModule",
     "SuperResDataModule",
     "SyntheticShapes",

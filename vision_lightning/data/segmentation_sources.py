@@ -1,228 +1,450 @@
-"""Where segmentation samples come from: paired image/mask files, an RLE CSV, or synthetic shapes.
+"""Where segmentation data comes from: one typed source per kind of data, chosen by `class_path`.
 
-Each source loads `(uint8 HxWxC image, mask, name)`: masks are HxW class ids (binary: 0/1) or
-HxWxC 0/1 planes for multilabel. `problem(index)` says what is wrong with a sample (sizes that
-differ, mask values outside the classes, an RLE past the end of the image) without training on it,
-so a data module can check every sample before the first epoch and report them all at once.
+- `MaskFolders`: images and their class-id mask files (ISBI, VOC, the drone data set, SIIM PNGs);
+- `PaletteMasks`: the same with RGB colour masks, one colour per class (CamVid-style files);
+- `RleCsv`: a Kaggle CSV of run-length encoded masks (Carvana, SIIM, Severstal, clouds);
+- `SyntheticShapes`: generated shapes and their masks (no download: the quickstart and the tests).
+
+A source holds and validates its own arguments, says which masks it can give (`modes`) and which
+classes its data defines, and loads its samples (`load`). `SegmentationDataModule` does the rest,
+the same for every source: the validation split, the checks of every sample, caching, transforms
+and loaders. What the module decides for all sources (mode, classes, channels, image size, seed)
+reaches the source as a `MaskSpec`. In YAML, by full class path (`vision_lightning.data.MaskFolders`,
+`.PaletteMasks` and `.RleCsv` are exported there; `SyntheticShapes` only here, as classification
+has a source of that name too):
+
+    source:
+      class_path: vision_lightning.data.MaskFolders
+      init_args: {root: data/isbi2012, mask_format: scale255}
+
+Sources keep their constructor arguments in `init_args`, so checkpoints describe them as plain
+`{class_path, init_args}` (utils.hparams.plain).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+import csv
+import importlib
+import numbers
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
-import numpy as np
-
-from vision_lightning.data.synthetic import SyntheticShapes
+from vision_lightning.data.datasets import SampleSource
+from vision_lightning.data.segmentation_samples import (
+    PairedFileSource,
+    RleSource,
+    SyntheticMaskSource,
+    pair_images_and_masks,
+)
+from vision_lightning.data.splits import find_split_folder
+from vision_lightning.data.synthetic import SHAPE_NAMES
+from vision_lightning.data.synthetic import SyntheticShapes as ShapeGenerator
 from vision_lightning.utils.errors import InputError, MissingInputError
-from vision_lightning.utils.images import image_size_of, list_images, read_image, read_mask
-from vision_lightning.utils.rle import rle_decode_many
 
-IMAGE_DIRS = ("images", "image", "imgs", "img")
-MASK_DIRS = ("masks", "mask", "labels", "label", "annotations", "gt")
+MaskFormat = Literal["index", "nonzero", "scale255"]
+MASK_FILE_FORMATS = ("index", "nonzero", "scale255")
+RLE_FORMATS = ("carvana", "siim")
+RLE_ORDERS = ("F", "C")
 
 
-def value_problem(mask: np.ndarray, num_classes: int, ignore_index: int | None, name: str) -> str | None:
-    """Why `mask` holds values that are not class ids, or None."""
-    values = np.unique(mask)
-    bad = [v for v in values.tolist() if not (0 <= v < num_classes or v == ignore_index)]
-    if not bad:
+@dataclass(frozen=True)
+class MaskSpec:
+    """What the data module asks of every source: masks of `mode` over `class_names`, images of
+    `channels` channels; synthetic data is rendered at `image_size` from `seed`."""
+
+    mode: str
+    class_names: tuple[str, ...]
+    channels: int = 3
+    image_size: int = 256
+    seed: int = 42
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass
+class SourceData:
+    """What a source found. `train` is split into training and validation by the data module
+    unless the data has its own `val`; `test` is a labelled test set; `predict` lists unlabelled
+    images found with the data (ISBI's `test/`), predicted rather than tested; `groups` is the
+    data's own group of each `train` sample (a CSV column), kept on one side of the split."""
+
+    train: SampleSource
+    val: SampleSource | None = None
+    test: SampleSource | None = None
+    predict: list[Path] | None = None
+    groups: list[str] | None = None
+
+
+class SegmentationSource(ABC):
+    """Base of the segmentation sources (see the module docstring)."""
+
+    #: the masks this data can give
+    modes: tuple[str, ...] = ("binary", "multiclass", "multilabel")
+    #: a mask value that is not a class (VOC's 255 border): only mask files have one
+    ignore_index: int | None = None
+    init_args: dict[str, Any]
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.init_args.items())
+        return f"{type(self).__name__}({args})"
+
+    @property
+    def location(self) -> str:
+        """Where the data is, for messages (`the train set of <location>`)."""
+        return type(self).__name__
+
+    def check_mode(self, mode: str) -> None:
+        """Raise `InputError` when this data cannot give masks of `mode`."""
+        if mode not in self.modes:
+            raise InputError(f"{type(self).__name__} gives {' or '.join(self.modes)} masks, not {mode}")
+
+    def class_count(self, asked: int | None) -> int | None:
+        """The number of classes: `asked` (from num_classes / class_names, None when neither is
+        given), checked against what the data itself fixes (PaletteMasks: one class per colour)."""
+        return asked
+
+    def default_class_names(self, mode: str, count: int | None) -> list[str] | None:
+        """The names this data gives its classes for a `mode` (not binary) with `count` classes
+        (None: as many as the data has), or None when the data does not name them."""
         return None
-    hint = "; for 0/255 masks set mask_format: scale255 (or nonzero)" if max(bad) == 255 else ""
-    return (
-        f"mask {name} has value(s) {bad[:6]} but there are {num_classes} classes "
-        f"(ids 0..{num_classes - 1}){hint}"
-    )
+
+    @abstractmethod
+    def load(self, spec: MaskSpec) -> SourceData:
+        """The samples, as `spec` asks (reads folders and files; called by the data module's setup)."""
 
 
-class PairedFileSource:
-    """Images and their mask files."""
-
-    def __init__(
-        self,
-        images: Sequence[Path],
-        masks: Sequence[Path],
-        channels: int,
-        mask_format: str,
-        mask_colors: Sequence[Sequence[int]] | None,
-        num_classes: int,
-        ignore_index: int | None,
-    ) -> None:
-        self.paths, self.mask_paths = [str(p) for p in images], [str(p) for p in masks]
-        self.channels, self.mask_format, self.mask_colors = channels, mask_format, mask_colors
-        self.num_classes, self.ignore_index = num_classes, ignore_index
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def _mask(self, index: int) -> np.ndarray:
-        return read_mask(self.mask_paths[index], self.mask_format, self.mask_colors)
-
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
-        image, mask = read_image(self.paths[index], self.channels), self._mask(index)
-        if image.shape[:2] != mask.shape:
-            raise InputError(self._size_problem(index, image.shape[:2], mask.shape))
-        return image, mask, self.paths[index]
-
-    def _size_problem(self, index: int, image: tuple[int, int], mask: tuple[int, int]) -> str:
-        return (
-            f"mask {self.mask_paths[index]} is {mask[1]}x{mask[0]} but its image {self.paths[index]} is "
-            f"{image[1]}x{image[0]} (width x height)"
-        )
-
-    def problem(self, index: int, values: bool = True) -> str | None:
-        image, mask = image_size_of(self.paths[index]), image_size_of(self.mask_paths[index])
-        if image != mask:
-            return self._size_problem(index, image, mask)
-        if not values:
-            return None
-        return value_problem(self._mask(index), self.num_classes, self.ignore_index, self.mask_paths[index])
-
-
-class RleSource:
-    """Images with masks as RLE strings (a Kaggle CSV): per image, a list of (class id, rle)."""
-
-    def __init__(
-        self,
-        images: Sequence[Path],
-        runs: Sequence[list[tuple[int, str, str]]],
-        channels: int,
-        mode: str,
-        num_classes: int,
-        rle_format: str,
-        rle_order: str,
-    ) -> None:
-        self.paths, self.runs = [str(p) for p in images], list(runs)
-        self.channels, self.mode, self.num_classes = channels, mode, num_classes
-        self.rle_format, self.rle_order = rle_format, rle_order
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def mask(self, index: int, shape: tuple[int, int]) -> np.ndarray:
-        """Decode the image's runs: binary unions them, multiclass paints class ids in row order,
-        multilabel stacks one plane per class."""
-        planes = np.zeros((*shape, self.num_classes), dtype=np.uint8) if self.mode == "multilabel" else None
-        mask = np.zeros(shape, dtype=np.uint8)
-        for class_id, rle, where in self.runs[index]:
-            decoded = rle_decode_many([rle], shape, self.rle_format, self.rle_order, where).astype(bool)
-            if planes is not None:
-                planes[..., class_id] |= decoded
-            else:
-                mask[decoded] = class_id
-        return planes if planes is not None else mask
-
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
-        image = read_image(self.paths[index], self.channels)
-        return image, self.mask(index, image.shape[:2]), self.paths[index]
-
-    def problem(self, index: int, values: bool = True) -> str | None:
+def as_source(value: SegmentationSource | Mapping[str, Any]) -> SegmentationSource:
+    """`value`, or the source that a `{class_path, init_args}` mapping describes (a checkpoint's
+    hyperparameters, as `plain` wrote them)."""
+    if isinstance(value, Mapping) and isinstance(value.get("class_path"), str):
+        module, _, name = value["class_path"].rpartition(".")
         try:
-            self.mask(index, image_size_of(self.paths[index]))
-        except InputError as error:
-            return str(error)
-        return None
-
-
-class SyntheticMaskSource:
-    """Synthetic shapes and their masks: binary = the shape, multiclass = 1 + its kind
-    (0 is background), multilabel = one plane per kind."""
-
-    def __init__(self, shapes: SyntheticShapes, mode: str, name: str = "synthetic") -> None:
-        self.shapes, self.mode, self.name = shapes, mode, name
-
-    def __len__(self) -> int:
-        return len(self.shapes)
-
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
-        image, label, mask = self.shapes.sample(index)
-        if self.mode == "binary":
-            target = mask.astype(np.uint8)
-        elif self.mode == "multiclass":
-            target = (mask * (label + 1)).astype(np.uint8)
-        else:
-            target = np.zeros((*mask.shape, self.shapes.num_classes), dtype=np.uint8)
-            target[..., label] = mask
-        return image, target, f"{self.name}/{index:06d}"
-
-    def problem(self, index: int, values: bool = True) -> str | None:
-        return None
-
-
-def find_subfolder(
-    folder: Path, names: Sequence[str], chosen: str | None, must_exist: bool = True
-) -> Path | None:
-    if chosen is not None:
-        path = folder / chosen
-        if not path.is_dir():
-            if not must_exist:
-                return None
-            raise MissingInputError(f"folder {path} does not exist")
-        return path
-    return next((folder / n for n in names if (folder / n).is_dir()), None)
-
-
-def pair_images_and_masks(
-    folder: Path,
-    image_dir: str | None,
-    mask_dir: str | None,
-    mask_suffix: str,
-    mask_extension: str | None,
-    unlabelled_ok: bool = False,
-) -> tuple[list[Path], list[Path] | None]:
-    """Images of a split folder and their masks, matched by name.
-
-    Images are in `folder/<image_dir>` (default: images/, image/, imgs/, img/, else `folder`
-    itself); masks in `folder/<mask_dir>` (default: masks/, mask/, labels/, label/, annotations/,
-    gt/; ISBI's `label/` beside `image/`), or beside the images when `mask_suffix` is set
-    (`<id>_mask.png` next to `<id>.png`). The mask of `a.jpg` is `a<mask_suffix>.<ext>`, with
-    `mask_extension` when given, else any image extension. Returns masks None for a folder
-    without masks (images to predict).
-    """
-    # An unlabelled split may hold its images directly (ISBI's flat test/) even when image_dir is set.
-    image_folder = find_subfolder(folder, IMAGE_DIRS, image_dir, must_exist=not unlabelled_ok) or folder
-    mask_folder = find_subfolder(folder, MASK_DIRS, mask_dir, must_exist=False)  # none: unlabelled
-    if mask_folder is None and mask_suffix:
-        mask_folder = image_folder
-    images = list_images(image_folder, recursive=False)
-    if mask_folder == image_folder:
-        images = [p for p in images if not p.stem.endswith(mask_suffix)]
-    if not images:
-        raise InputError(f"image folder {image_folder} has no images")
-    if mask_folder is None:
-        return images, None
-    extension = mask_extension.lower() if mask_extension else None
-    if extension and not extension.startswith("."):
-        extension = "." + extension
-    masks: dict[str, Path] = {}
-    for path in list_images(mask_folder, recursive=False):
-        if extension is None or path.suffix.lower() == extension:
-            masks.setdefault(path.stem, path)
-    paired = [masks.get(p.stem + mask_suffix) for p in images]
-    if mask_folder == image_folder and not any(paired):
-        return images, None  # masks are looked for beside the images and there are none: unlabelled
-    missing = [str(p) for p, m in zip(images, paired) if m is None]
-    if missing:
-        pattern = f"<name>{mask_suffix}{extension or '.<any image extension>'}"
+            cls = getattr(importlib.import_module(module), name, None) if module else None
+        except ImportError:
+            cls = None
+        if not (isinstance(cls, type) and issubclass(cls, SegmentationSource)):
+            raise InputError(f"source class_path {value['class_path']!r} is not a segmentation source")
+        return cls(**(value.get("init_args") or {}))
+    if not isinstance(value, SegmentationSource):
         raise InputError(
-            f"{len(missing)} image(s) have no mask in {mask_folder} (looked for {pattern}): "
-            + ", ".join(missing[:5])
-            + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            f"source must be a segmentation source (MaskFolders, PaletteMasks, RleCsv, SyntheticShapes), got {value!r}"
         )
-    return images, [m for m in paired if m is not None]
+    return value
 
 
-def group_keys(names: Sequence[str], pattern: str) -> list[str]:
-    """The group of each name: the regex's first group (or whole match) searched in the name."""
-    try:
-        regex = re.compile(pattern)
-    except re.error as error:
-        raise InputError(f"group_pattern {pattern!r} is not a valid regular expression: {error}") from None
-    keys = []
-    for name in names:
-        match = regex.search(Path(name).name)
-        if match is None:
-            raise InputError(f"group_pattern {pattern!r} does not match {name}")
-        keys.append(match.group(1) if regex.groups else match.group(0))
-    return keys
+class MaskFolders(SegmentationSource):
+    """Images and their mask files, in split folders or in one folder.
+
+    Args:
+        root: the data folder. With `train/`, `val/` (or `valid/`) and `test/` inside, those are the
+            splits (a split without masks, like ISBI's `test/`, is predicted, not tested); otherwise
+            `root` itself is the training set and validation is split off it.
+        image_dir / mask_dir: the images' and the masks' folder inside each split. By default
+            images/, image/, imgs/ or img/ (else the split folder itself) and masks/, mask/,
+            labels/, label/, annotations/ or gt/ (ISBI's `train/image` + `train/label`).
+        mask_suffix: the mask of `a.jpg` is `a<mask_suffix>.<ext>`; without a mask folder, masks lie
+            beside their images (`<id>_mask.png` next to `<id>.png`).
+        mask_extension: only masks with this extension (`.png` when JPEG previews lie beside them);
+            by default any image extension.
+        mask_format: `index` (class ids, palette PNGs included), `nonzero` (>= 1 is foreground) or
+            `scale255` (0/255 masks, JPEG noise tolerated). Colour masks: `PaletteMasks`.
+        ignore_index: a mask value that is not a class (VOC's 255 border), left out of the loss and
+            the metrics; the CLI links it into the model.
+        check_masks: read every mask before training to check its values (sizes are always checked).
+    """
+
+    modes = ("binary", "multiclass")
+
+    def __init__(
+        self,
+        root: str,
+        image_dir: str | None = None,
+        mask_dir: str | None = None,
+        mask_suffix: str = "",
+        mask_extension: str | None = None,
+        mask_format: MaskFormat = "index",
+        ignore_index: int | None = None,
+        check_masks: bool = True,
+    ) -> None:
+        if not root:
+            raise InputError(f"{type(self).__name__} needs root: the data folder")
+        if mask_format not in MASK_FILE_FORMATS:
+            hint = " (colour masks: a PaletteMasks source with colors)" if mask_format == "colors" else ""
+            raise InputError(
+                f"mask_format must be one of {', '.join(MASK_FILE_FORMATS)}, got {mask_format!r}{hint}"
+            )
+        self.root = Path(root)
+        self.image_dir, self.mask_dir = image_dir, mask_dir
+        self.mask_suffix, self.mask_extension = mask_suffix, mask_extension
+        self.mask_format, self.ignore_index, self.check_masks = mask_format, ignore_index, check_masks
+        self.init_args = {
+            "root": str(root),
+            "image_dir": image_dir,
+            "mask_dir": mask_dir,
+            "mask_suffix": mask_suffix,
+            "mask_extension": mask_extension,
+            "mask_format": mask_format,
+            "ignore_index": ignore_index,
+            "check_masks": check_masks,
+        }
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    def check_mode(self, mode: str) -> None:
+        if mode == "multilabel":
+            raise InputError(
+                "multilabel masks come from an RLE csv with class_column (RleCsv) or synthetic data, "
+                f"not from the one-class-per-pixel mask files of {type(self).__name__}"
+            )
+        super().check_mode(mode)
+
+    def _colors(self) -> list[list[int]] | None:
+        return None
+
+    def _split(
+        self, folder: Path, spec: MaskSpec, unlabelled_ok: bool = False
+    ) -> PairedFileSource | list[Path]:
+        """A split folder's image/mask pairs, or its images alone when it has no masks."""
+        images, masks = pair_images_and_masks(
+            folder, self.image_dir, self.mask_dir, self.mask_suffix, self.mask_extension, unlabelled_ok
+        )
+        if masks is None:
+            return images
+        return PairedFileSource(
+            images,
+            masks,
+            spec.channels,
+            self.mask_format,
+            self._colors(),
+            spec.num_classes,
+            self.ignore_index,
+            self.check_masks,
+        )
+
+    def load(self, spec: MaskSpec) -> SourceData:
+        self.check_mode(spec.mode)
+        if not self.root.is_dir():
+            raise MissingInputError(f"data folder {self.root} does not exist")
+        train = self._split(find_split_folder(self.root, "train") or self.root, spec)
+        if isinstance(train, list):
+            if self.mask_dir:
+                raise MissingInputError(
+                    f"mask_dir {self.mask_dir!r} is not a folder in the training split of {self.root}"
+                )
+            raise InputError(
+                f"found no masks for the training images of {self.root}: expected a masks/ or label/ folder "
+                "beside the images (or set mask_dir, or mask_suffix for masks beside the images)"
+            )
+        data = SourceData(train)
+        val_dir = find_split_folder(self.root, "val")
+        if val_dir is not None:
+            val = self._split(val_dir, spec)
+            if isinstance(val, list):
+                raise InputError(f"validation folder {val_dir} has no masks")
+            data.val = val
+        test_dir = find_split_folder(self.root, "test")
+        if test_dir is not None:
+            test = self._split(test_dir, spec, unlabelled_ok=True)
+            if isinstance(test, list):
+                data.predict = test  # unlabelled (ISBI): predicted, not tested
+            else:
+                data.test = test
+        return data
+
+
+class PaletteMasks(MaskFolders):
+    """Colour masks: each pixel's RGB colour is its class, one colour per class (CamVid-style
+    files). Images and masks pair up as in `MaskFolders`; a colour not listed is an error naming
+    the file. (Palette PNGs store class ids: `MaskFolders` with `mask_format: index` reads them.)
+
+    Args:
+        root / image_dir / mask_dir / mask_suffix / mask_extension / check_masks: as `MaskFolders`.
+        colors: `[r, g, b]` of every class, in class order: as many classes as colours.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        colors: list[list[int]],
+        image_dir: str | None = None,
+        mask_dir: str | None = None,
+        mask_suffix: str = "",
+        mask_extension: str | None = None,
+        check_masks: bool = True,
+    ) -> None:
+        super().__init__(root, image_dir, mask_dir, mask_suffix, mask_extension, check_masks=check_masks)
+        if not colors:
+            raise InputError("PaletteMasks needs colors: one [r, g, b] per class")
+        for i, colour in enumerate(colors):
+            if len(colour) != 3 or not all(isinstance(v, numbers.Integral) and 0 <= v <= 255 for v in colour):
+                raise InputError(f"colors[{i}] must be [r, g, b] with values 0 to 255, got {colour}")
+        repeated = [list(c) for i, c in enumerate(colors) if list(c) in [list(o) for o in colors[:i]]]
+        if repeated:
+            raise InputError(f"colors lists {repeated[0]} more than once: each class needs its own colour")
+        self.mask_format = "colors"
+        self.colors = [[int(v) for v in colour] for colour in colors]
+        self.init_args = {
+            "root": str(root),
+            "colors": self.colors,
+            "image_dir": image_dir,
+            "mask_dir": mask_dir,
+            "mask_suffix": mask_suffix,
+            "mask_extension": mask_extension,
+            "check_masks": check_masks,
+        }
+
+    def _colors(self) -> list[list[int]] | None:
+        return self.colors
+
+    def class_count(self, asked: int | None) -> int | None:
+        if asked is not None and asked != len(self.colors):
+            raise InputError(
+                f"colors lists {len(self.colors)} colours, one per class, but num_classes / class_names "
+                f"give {asked} classes"
+            )
+        return len(self.colors)
+
+
+class RleCsv(SegmentationSource):
+    """Masks run-length encoded in a CSV (Kaggle style), one row per mask: several rows of an image
+    are united (SIIM lists one per instance), and `class_column` makes multiclass / multilabel masks.
+
+    Args:
+        csv_path: the CSV file.
+        root: the folder image paths are relative to (default: the CSV's folder).
+        path_column / path_format: the column naming each image, and how its value becomes a path
+            (`{}.png` for SIIM's ids).
+        rle_column: the column of RLE strings (an empty string, or SIIM's `-1`, is an empty mask).
+        class_column: each row's class: a name of `class_names`, or a class id.
+        rle_format: `carvana` (1-based absolute starts) or `siim` (relative offsets).
+        rle_order: pixel order `F` (column-major, as Kaggle states) or `C` (row-major: Carvana's
+            file in practice).
+        group_column: a column of groups (a patient) that the validation split keeps together.
+    """
+
+    def __init__(
+        self,
+        csv_path: str,
+        root: str | None = None,
+        path_column: str = "id",
+        path_format: str = "{}",
+        rle_column: str = "rle",
+        class_column: str | None = None,
+        rle_format: Literal["carvana", "siim"] = "carvana",
+        rle_order: Literal["F", "C"] = "F",
+        group_column: str | None = None,
+    ) -> None:
+        if not csv_path:
+            raise InputError("RleCsv needs csv_path: the CSV file of RLE masks")
+        if rle_format not in RLE_FORMATS:
+            raise InputError(f"rle_format must be carvana or siim, got {rle_format!r}")
+        if rle_order not in RLE_ORDERS:
+            raise InputError(f"rle_order must be 'F' (column-major) or 'C' (row-major), got {rle_order!r}")
+        self.csv_path = Path(csv_path)
+        self.root = Path(root) if root else None
+        self.path_column, self.path_format = path_column, path_format
+        self.rle_column, self.class_column, self.group_column = rle_column, class_column, group_column
+        self.rle_format, self.rle_order = rle_format, rle_order
+        self.init_args = {
+            "csv_path": str(csv_path),
+            "root": None if root is None else str(root),
+            "path_column": path_column,
+            "path_format": path_format,
+            "rle_column": rle_column,
+            "class_column": class_column,
+            "rle_format": rle_format,
+            "rle_order": rle_order,
+            "group_column": group_column,
+        }
+
+    @property
+    def location(self) -> str:
+        return str(self.csv_path)
+
+    def check_mode(self, mode: str) -> None:
+        super().check_mode(mode)
+        if mode != "binary" and not self.class_column:
+            raise InputError(f"mode {mode} from an RLE csv needs class_column (each row's class)")
+
+    def load(self, spec: MaskSpec) -> SourceData:
+        self.check_mode(spec.mode)
+        path = self.csv_path
+        if not path.is_file():
+            raise MissingInputError(f"CSV file {path} does not exist")
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            rows, columns = list(reader), reader.fieldnames or []
+        needed = [self.path_column, self.rle_column, *filter(None, [self.class_column, self.group_column])]
+        for column in needed:
+            if column not in columns:
+                raise InputError(f"{path} has no column {column!r} (columns: {', '.join(columns)})")
+        if not rows:
+            raise InputError(f"CSV file {path} has no rows")
+        index = {name: i for i, name in enumerate(spec.class_names)}
+        runs: dict[str, list[tuple[int, str, str]]] = {}
+        groups: dict[str, str] = {}
+        for line, row in enumerate(rows, start=2):
+            key = row[self.path_column]
+            where = f"{path} line {line} ({self.path_column} {key})"
+            class_id = 1
+            if self.class_column:
+                value = row[self.class_column]
+                class_id = index.get(value, int(value) if value.strip().isdigit() else -1)
+                if not 0 <= class_id < spec.num_classes:
+                    raise InputError(f"{where}: class {value!r} is not one of {list(spec.class_names)}")
+            runs.setdefault(key, []).append((class_id, row[self.rle_column], where))
+            if self.group_column:
+                groups[key] = row[self.group_column]
+        image_root = self.root or path.parent
+        images = [image_root / self.path_format.format(key) for key in runs]
+        source = RleSource(
+            images,
+            list(runs.values()),
+            spec.channels,
+            spec.mode,
+            spec.num_classes,
+            self.rle_format,
+            self.rle_order,
+        )
+        return SourceData(source, groups=[groups[key] for key in runs] if self.group_column else None)
+
+
+class SyntheticShapes(SegmentationSource):
+    """Generated shapes with their masks, no download: binary = the shape, multiclass = 1 + its
+    kind (0 is background), multilabel = one plane per kind. Rendered at the data module's
+    `image_size` from its `split_seed`, which also splits off validation; a test set of a quarter
+    as many samples comes from the next seed. Classes are named after the shapes.
+
+    Args:
+        samples: how many images to train and validate on.
+    """
+
+    def __init__(self, samples: int = 200) -> None:
+        if samples < 2:
+            raise InputError(
+                f"SyntheticShapes samples must be at least 2 (training and validation), got {samples}"
+            )
+        self.samples = samples
+        self.init_args = {"samples": samples}
+
+    def default_class_names(self, mode: str, count: int | None) -> list[str] | None:
+        kinds = (count - 1 if mode == "multiclass" else count) if count else 4
+        ShapeGenerator(1, 8, kinds)  # checks the number of kinds
+        names = list(SHAPE_NAMES[:kinds])
+        return ["background", *names] if mode == "multiclass" else names
+
+    def load(self, spec: MaskSpec) -> SourceData:
+        kinds = max(len(SHAPE_NAMES[: spec.num_classes - (spec.mode == "multiclass")]), 2)  # binary: 2 kinds
+        shapes = ShapeGenerator(self.samples, spec.image_size, kinds, spec.channels, spec.seed)
+        test = ShapeGenerator(max(self.samples // 4, 1), spec.image_size, kinds, spec.channels, spec.seed + 1)
+        return SourceData(
+            SyntheticMaskSource(shapes, spec.mode),
+            test=SyntheticMaskSource(test, spec.mode, "synthetic_test"),
+        )

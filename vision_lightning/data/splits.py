@@ -12,6 +12,14 @@ import numpy as np
 
 from vision_lightning.utils.errors import InputError, MissingInputError
 
+#: folder names a data root may use for each split (`root/train`, `root/valid`, ...)
+SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+
+
+def find_split_folder(root: Path, split: str) -> Path | None:
+    """`root`'s folder of `split` (train, val or test) under any of its usual names, or None."""
+    return next((root / name for name in SPLIT_FOLDERS[split] if (root / name).is_dir()), None)
+
 
 def _by_class(keys: Sequence[Hashable], seed: int) -> list[list[int]]:
     groups: dict[Hashable, list[int]] = defaultdict(list)
