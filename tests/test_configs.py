@@ -67,57 +67,67 @@ def _csv_data(data: dict, tmp_path: Path) -> list[str]:
     return _csv_args(root, root / "train.csv", rows)
 
 
-def _mask_file(mask: np.ndarray, data: dict) -> Image.Image:
-    """A class-id mask saved the way the config reads it (`mask_format`)."""
-    fmt = data.get("mask_format", "index")
-    if fmt == "colors":
-        return Image.fromarray(np.array(data["mask_colors"], dtype=np.uint8)[mask])
-    return Image.fromarray((mask * 255 if fmt == "scale255" else mask).astype(np.uint8))
+def _mask_file(mask: np.ndarray, source: str, args: dict) -> Image.Image:
+    """A class-id mask saved the way the config's source reads it (colours, `mask_format`)."""
+    if source == "PaletteMasks":
+        return Image.fromarray(np.array(args["colors"], dtype=np.uint8)[mask])
+    scale = 255 if args.get("mask_format") == "scale255" else 1
+    return Image.fromarray((mask * scale).astype(np.uint8))
 
 
 def _segmentation_data(data: dict, tmp_path: Path) -> list[str]:
-    """Shapes and masks in the layout and mask format the config expects (folder or RLE CSV)."""
+    """Shapes and masks in the layout and mask format the config's source expects (mask folders or
+    an RLE CSV); synthetic shapes are only made fewer."""
+    source = data.get("source") or {}
+    kind = source.get("class_path", "SyntheticShapes").rsplit(".", 1)[-1]
+    args = source.get("init_args") or {}
+    if kind == "SyntheticShapes":
+        return ["--data.init_args.source.init_args.samples", "32"]
+    set_arg = "--data.init_args.source.init_args."
     root, mode = tmp_path / "seg", data.get("mode", "binary")
-    classes = len(data.get("class_names") or data.get("mask_colors") or []) or data.get("num_classes") or 2
+    classes = len(data.get("class_names") or args.get("colors") or []) or data.get("num_classes") or 2
     shapes = SyntheticShapes(12, 64, 2, channels=data.get("channels", 3))
     samples = []
     for i in range(len(shapes)):
         image, label, mask = shapes.sample(i)
         class_id = 1 if mode == "binary" else 1 + (label + i) % (classes - 1)
         samples.append((f"img{i // 4}_{i % 4:02d}", image, (mask * class_id).astype(np.uint8)))
-    if data.get("source") == "csv":
-        path_format, rows = data.get("path_format", "{}"), []
+    if kind == "RleCsv":
+        path_format, rows = args.get("path_format", "{}"), []
         for name, image, mask in samples:
             name = name if Path(path_format).suffix else f"{name}.png"  # the column holds file names
             image_path = root / path_format.format(name)
             image_path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image.squeeze()).save(image_path)
-            rle = rle_encode(mask > 0, data.get("rle_format", "carvana"), data.get("rle_order", "F"))
-            row = {data.get("path_column", "id"): name, data.get("rle_column", "rle"): rle}
-            if data.get("class_column"):
-                row[data["class_column"]] = int(mask.max())
-            if data.get("group_column"):
-                row[data["group_column"]] = name.split("_")[0]
+            rle = rle_encode(mask > 0, args.get("rle_format", "carvana"), args.get("rle_order", "F"))
+            row = {args.get("path_column", "id"): name, args.get("rle_column", "rle"): rle}
+            if args.get("class_column"):
+                row[args["class_column"]] = int(mask.max())
+            if args.get("group_column"):
+                row[args["group_column"]] = name.split("_")[0]
             rows.append(row)
-        return _csv_args(root, root / "masks.csv", rows)
-    images = root / "train" / (data.get("image_dir") or "images")
-    suffix = data.get("mask_suffix", "")
+        csv_path = root / "masks.csv"
+        _csv_args(root, csv_path, rows)
+        return [set_arg + "csv_path", csv_path, set_arg + "root", root]
+    assert kind in ("MaskFolders", "PaletteMasks"), f"config smoke test does not know source {kind}"
+    images = root / "train" / (args.get("image_dir") or "images")
+    suffix = args.get("mask_suffix", "")
     masks = (
-        root / "train" / data["mask_dir"]
-        if data.get("mask_dir")
+        root / "train" / args["mask_dir"]
+        if args.get("mask_dir")
         else images
         if suffix
         else root / "train/masks"
     )
-    extension = data.get("mask_extension") or ".png"
-    test = root / "test" / (data.get("image_dir") or "")
+    extension = args.get("mask_extension") or ".png"
+    test = root / "test" / (args.get("image_dir") or "")
     for folder in (images, masks, test):
         folder.mkdir(parents=True, exist_ok=True)
     for name, image, mask in samples:
         Image.fromarray(image.squeeze()).save(images / f"{name}.png")
-        _mask_file(mask, data).save(masks / f"{name}{suffix}{extension}")
+        _mask_file(mask, kind, args).save(masks / f"{name}{suffix}{extension}")
         Image.fromarray(image.squeeze()).save(test / f"{name}.png")  # unlabelled: predicted
-    return ["--data.init_args.root", root, "--data.init_args.image_size", "64"]
+    return [set_arg + "root", root, "--data.init_args.image_size", "64"]
 
 
 def _texture_folder(folder: Path, count: int, size: int, seed: int = 0) -> Path:
@@ -173,9 +183,9 @@ def redirect_data(
         return _superres_data(data, tmp_path, min_size)
     if kind == "StyleTransferDataModule":
         return _style_data(data, tmp_path)
-    source = data.get("source", "synthetic")
-    if kind == "SegmentationDataModule" and source != "synthetic":
+    if kind == "SegmentationDataModule":
         return _segmentation_data(data, tmp_path) + ["--data.init_args.cache_images", "false"]
+    source = data.get("source", "synthetic")
     if source == "synthetic":
         return ["--data.init_args.synthetic_samples", "32"]
     if source == "folder":
@@ -213,7 +223,7 @@ def test_config_fast_dev_run(config: Path, tmp_path: Path, monkeypatch: pytest.M
         "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", tmp_path / "run",
         "--checkpoint.dirpath", tmp_path / "run/checkpoints",
-        "--data.init_args.num_workers", "0",
+        "--data.init_args.loader.num_workers", "0",
         "--data.init_args.batch_size", "2",
     ]  # fmt: skip
     if model.get("pretrained"):
