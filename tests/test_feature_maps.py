@@ -21,6 +21,7 @@ from vision_lightning import (
     SegmentationModule,
 )
 from vision_lightning.callbacks.feature_maps import PAD, feature_map_grid, filter_grid, tile_scale
+from vision_lightning.data import segmentation_sources as seg
 from vision_lightning.utils.errors import InputError
 
 
@@ -92,7 +93,7 @@ def test_segmentation_layers_resolve_in_the_encoder_then_the_module(tmp_path: Pa
     recorder = ImageRecorder()
     model = SegmentationModule("Unet", encoder="tu-test_resnet", log_images=0,
                                arch_args={"encoder_depth": 3, "decoder_channels": [16, 8, 4]})  # fmt: skip
-    data = SegmentationDataModule(source="synthetic", synthetic_samples=8, image_size=32, batch_size=4)
+    data = SegmentationDataModule(source=seg.SyntheticShapes(8), image_size=32, batch_size=4)
     callback = FeatureMapLogger(layers=["model.layer1", "model.decoder"], num_images=1, filters=False)
     cpu_trainer(logger=recorder, callbacks=[callback]).predict(model, data, return_predictions=False)
     assert sorted(recorder.images) == ["features/model.decoder", "features/model.layer1"]

@@ -25,6 +25,7 @@ from torch import nn
 
 from tests.conftest import cpu_trainer
 from vision_lightning import BackboneFinetuning, ClassifierModule, SegmentationModule, SuperResModule
+from vision_lightning.data import segmentation_sources as seg
 from vision_lightning.data.classification import ImageClassificationDataModule
 from vision_lightning.data.segmentation import SegmentationDataModule
 from vision_lightning.data.superres import SuperResDataModule
@@ -221,9 +222,7 @@ def test_segmentation_phases():
         arch="Unet", encoder="resnet18", arch_args={"encoder_depth": 3, "decoder_channels": [16, 8, 8]},
         log_images=0, lr=0.01,
     )  # fmt: skip
-    data = SegmentationDataModule(
-        source="synthetic", mode="binary", image_size=32, batch_size=8, synthetic_samples=16
-    )
+    data = SegmentationDataModule(source=seg.SyntheticShapes(16), mode="binary", image_size=32, batch_size=8)
     record = Record()
     fit(model, data, [BackboneFinetuning(unfreeze_at_epoch=1), record], max_epochs=2)
     used = {"conv1.weight", "layer1.0.conv1.weight", "layer2.0.conv1.weight"}  # depth 3: layer3/4 unused

@@ -25,6 +25,7 @@ from vision_lightning import (
     SuperResDataModule,
     SuperResModule,
 )
+from vision_lightning.data import segmentation_sources as seg
 from vision_lightning.tasks.optimization import StepSchedule, estimated_stepping_batches
 from vision_lightning.utils.errors import InputError
 
@@ -110,7 +111,7 @@ def test_classification_sizes_and_batch_sizes_per_epoch():
 
 
 def test_segmentation_images_and_masks_follow_the_stages():
-    data = SegmentationDataModule(synthetic_samples=24, image_size=16, batch_size=4)
+    data = SegmentationDataModule(source=seg.SyntheticShapes(24), image_size=16, batch_size=4)
     model = SegmentationModule(arch="classic_unet", arch_args={"base_channels": 4}, log_images=0)
     recorder = Recorder("image,mask")
     trainer(resizing(), recorder, limit_train_batches=2, limit_val_batches=1).fit(model, data)

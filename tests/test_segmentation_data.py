@@ -1081,9 +1081,12 @@ def test_hyperparameters_rebuild_the_source_and_preprocessing_says_how_to_predic
             "mask_extension": None, "mask_format": "scale255", "ignore_index": 255, "check_masks": True,
         },
     }  # fmt: skip
-    # the classes as resolved, the same values the CLI links into the model
+    # the checkpoint keeps the classes as resolved; the loggers get them from the model (linked by the
+    # CLI), so a model built in Python without class names does not clash with its data module
     assert dm.hparams["num_classes"] == 3 and dm.hparams["class_names"] == ["0", "1", "2"]
-    assert dm.hparams_initial["class_names"] == ["0", "1", "2"]
+    assert dm.hparams["mode"] == "multiclass"
+    assert not {"mode", "num_classes", "class_names"} & set(dm.hparams_initial)
+    assert dm.hparams_initial["image_size"] == 32
     rebuilt = SegmentationDataModule(source=described, mode="multiclass", num_classes=3)
     assert isinstance(rebuilt.source, MaskFolders) and rebuilt.source.init_args == source.init_args
     assert dm.preprocessing() == {

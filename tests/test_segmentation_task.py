@@ -31,6 +31,7 @@ from tests.conftest import cpu_trainer as trainer
 from tests.conftest import run_cli
 from vision_lightning import ClassifierModule, SegmentationDataModule, SegmentationModule
 from vision_lightning.callbacks.prediction_writer import MaskSink, PredictionWriter
+from vision_lightning.data.segmentation_sources import SyntheticShapes
 from vision_lightning.data.synthetic import render_shape
 from vision_lightning.losses.segmentation import LOSS_NAMES, build_segmentation_loss
 from vision_lightning.metrics.segmentation import SegmentationScores
@@ -53,11 +54,10 @@ PREDICT_HEIGHT, PREDICT_WIDTH = 40, 56  # not the data module's square image_siz
 # ----------------------------------------------------------------------------- helpers
 def datamodule(**kwargs) -> SegmentationDataModule:
     defaults = {
-        "source": "synthetic",
+        "source": SyntheticShapes(64),
         "mode": "binary",
         "image_size": 32,
         "batch_size": 16,
-        "synthetic_samples": 64,
     }
     return SegmentationDataModule(**{**defaults, **kwargs})
 
@@ -579,7 +579,7 @@ def binary_run(tmp_path_factory) -> SimpleNamespace:
     folder and its checkpoint."""
     folder = tmp_path_factory.mktemp("binary")
     pl.seed_everything(0)
-    data = datamodule(synthetic_samples=160)
+    data = datamodule(source=SyntheticShapes(160))
     model = small_model(loss={"bce": 0.5, "dice": 0.5}, lr=0.003, log_images=4, class_names=data.class_names)
     before = trainer().validate(model, data, verbose=False)[0]  # also: validate, then fit, works
     fit = trainer(max_epochs=3, logger=TensorBoardLogger(folder, name="", version=""))
@@ -618,7 +618,7 @@ def test_tensorboard_gets_mask_images_and_per_class_scores(binary_run):
 @pytest.fixture(scope="module")
 def multiclass_run() -> SimpleNamespace:
     pl.seed_everything(0)
-    data = datamodule(mode="multiclass", num_classes=3, synthetic_samples=160)
+    data = datamodule(mode="multiclass", num_classes=3, source=SyntheticShapes(160))
     model = small_model(mode="multiclass", num_classes=3, class_names=data.class_names, lr=0.003)
     before = trainer().validate(model, data, verbose=False)[0]
     fit = trainer(max_epochs=3)
@@ -641,7 +641,7 @@ def test_multiclass_trains(multiclass_run):
 def test_predict_multiclass_pngs_at_the_original_size(multiclass_run, tmp_path):
     truth = write_predict_folder(tmp_path / "images", count=6)
     data = datamodule(
-        mode="multiclass", num_classes=3, synthetic_samples=16, predict_root=str(tmp_path / "images")
+        mode="multiclass", num_classes=3, source=SyntheticShapes(16), predict_root=str(tmp_path / "images")
     )
     out = tmp_path / "out"
     trainer(callbacks=[PredictionWriter(str(out))]).predict(
@@ -664,7 +664,7 @@ def test_predict_binary_pngs_and_rle_with_the_python_api(binary_run, tmp_path):
     model = SegmentationModule.load_from_checkpoint(
         binary_run.checkpoint, rle_format="carvana", rle_order="C"
     )
-    data = datamodule(synthetic_samples=16, predict_root=str(tmp_path / "images"))
+    data = datamodule(source=SyntheticShapes(16), predict_root=str(tmp_path / "images"))
     out = tmp_path / "out"
     trainer(callbacks=[PredictionWriter(str(out))]).predict(model, datamodule=data, return_predictions=False)
     with (out / "masks.csv").open() as handle:
@@ -783,7 +783,7 @@ def cli_run(tmp_path_factory) -> Path:
     """The segmentation quickstart, shortened to 3 epochs of 240 shapes, predicting RLE too."""
     run = tmp_path_factory.mktemp("quickstart-segmentation")
     run_cli(
-        "fit", "--config", QUICKSTART, "--trainer.max_epochs", "3", "--data.init_args.synthetic_samples", "240",
+        "fit", "--config", QUICKSTART, "--trainer.max_epochs", "3", "--data.init_args.source.init_args.samples", "240",
         "--model.init_args.rle_format", "carvana",
         "--trainer.default_root_dir", run, "--checkpoint.dirpath", run / "checkpoints", *QUIET,
     )  # fmt: skip
@@ -803,7 +803,7 @@ def test_cli_fit_trains_and_checkpoints(cli_run: Path):
 @pytest.mark.parametrize("subcommand", ["validate", "test"])
 def test_cli_validate_and_test(cli_run: Path, tmp_path: Path, subcommand: str):
     run_cli(subcommand, "--config", QUICKSTART, "--ckpt_path", cli_run / "checkpoints/last.ckpt",
-            "--data.init_args.synthetic_samples", "240", "--trainer.default_root_dir", tmp_path, *QUIET)  # fmt: skip
+            "--data.init_args.source.init_args.samples", "240", "--trainer.default_root_dir", tmp_path, *QUIET)  # fmt: skip
     prefix = "val" if subcommand == "validate" else "test"
     run = events(tmp_path)
     assert run.Scalars(f"{prefix}_iou")[-1].value > 0.5
@@ -902,7 +902,7 @@ def test_checkpoint_does_not_need_the_weights_file_it_started_from(tmp_path):
         "--model.init_args.weights", start, "--model.init_args.log_images", "0",
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
         "--trainer.default_root_dir", run, "--checkpoint.dirpath", run / "checkpoints",
-        "--trainer.enable_progress_bar", "false", "--data.init_args.synthetic_samples", "16",
+        "--trainer.enable_progress_bar", "false", "--data.init_args.source.init_args.samples", "16",
     )  # fmt: skip
     start.unlink()
     checkpoint = run / "checkpoints/last.ckpt"
@@ -912,6 +912,6 @@ def test_checkpoint_does_not_need_the_weights_file_it_started_from(tmp_path):
     run_cli(
         "predict", "--config", "configs/quickstart/segmentation.yaml", "--ckpt_path", checkpoint,
         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-        "--data.init_args.synthetic_samples", "16", "--prediction_writer.output_dir", out,
+        "--data.init_args.source.init_args.samples", "16", "--prediction_writer.output_dir", out,
     )  # fmt: skip
     assert len(list((out / "masks").glob("*.png"))) == 4

@@ -38,6 +38,8 @@ from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.images import drop_bad_images, list_images
 
 SegmentationMode = Literal["binary", "multiclass", "multilabel"]
+#: hyperparameters the CLI links into the model, where the loggers show them (see `hparams_initial`)
+MODEL_HPARAMS = ("mode", "num_classes", "class_names")
 
 
 class SegmentationDataModule(VisionDataModule):
@@ -106,12 +108,18 @@ class SegmentationDataModule(VisionDataModule):
         self.predict_root = Path(predict_root) if predict_root else None
         self.class_names = self._classes(num_classes, class_names)
         self.save_hyperparameters()
-        # The classes as resolved: the CLI links them into the model, and Lightning stops a run
-        # whose model and data module share a hyperparameter with different values.
-        for hparams in (self._hparams, self._hparams_initial):
+        for hparams in (self._hparams, self._hparams_initial):  # the checkpoint keeps the classes as resolved
             hparams.update(num_classes=self.num_classes, class_names=list(self.class_names))
         self._sources: dict[str, Split] = {}
         self._predict_images: list[Path] | None = None
+
+    @property
+    def hparams_initial(self):  # what Lightning hands the loggers
+        """The hyperparameters to log, less the model's own (`MODEL_HPARAMS`): Lightning stops a run
+        whose model and data module log one name with two values, and a model built in Python need
+        not repeat the class names (checkpoints keep them all: `hparams`)."""
+        initial = super().hparams_initial
+        return type(initial)({k: v for k, v in initial.items() if k not in MODEL_HPARAMS})
 
     # ----------------------------------------------------------------- classes
     @property
