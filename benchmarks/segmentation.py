@@ -56,7 +56,8 @@ def all_foreground_scores(datamodule) -> dict[str, float]:
 def run_recipe(name: str, data_root: Path, budget: int, run: str) -> dict:
     seconds = f"00:00:{budget // 60:02d}:{budget % 60:02d}"
     cli = VisionCLI(
-        args=["--config", str(CONFIGS / f"{name}.yaml"), "--data.init_args.root", str(data_root / "isbi2012"),
+        args=["--config", str(CONFIGS / f"{name}.yaml"),
+              "--data.init_args.source.init_args.root", str(data_root / "isbi2012"),
               "--trainer.max_epochs", "10000", "--trainer.max_time", seconds,
               "--trainer.default_root_dir", run, "--checkpoint.dirpath", f"{run}/checkpoints",
               "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"],
