@@ -16,7 +16,7 @@ from tests.conftest import cpu_trainer
 from tests.embedding_cache import write_embedding_cache
 from vision_lightning import EmbeddingDataModule, FeatureExtractModule, ImageClassificationDataModule
 from vision_lightning.callbacks import PredictionWriter
-from vision_lightning.callbacks.embedding_sink import HEADER_BYTES, EmbeddingSink, NpyRowWriter
+from vision_lightning.outputs.embeddings import HEADER_BYTES, EmbeddingSink, NpyRowWriter
 from vision_lightning.data.synthetic import write_image_folder
 from vision_lightning.utils.errors import InputError, MissingInputError
 

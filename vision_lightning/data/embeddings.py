@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vision_lightning.callbacks.embedding_sink import embedding_file_name
 from vision_lightning.data.base import VisionDataModule
+from vision_lightning.outputs.embeddings import embedding_file_name
 from vision_lightning.utils.errors import InputError, MissingInputError
 
 EXTRACT_COMMAND = (
