@@ -156,7 +156,7 @@ def image_size_of(path: str | Path) -> tuple[int, int]:
             return height, width
     except FileNotFoundError:
         raise MissingInputError(f"image {path} does not exist") from None
-    except OSError as error:
+    except (OSError, SyntaxError, ValueError) as error:  # a PNG with late metadata is decoded
         raise InputError(f"image {path} cannot be read: {error}") from None
 
 
@@ -243,7 +243,7 @@ def read_mask(
         with open(path, "rb") as file, Image.open(file) as image:  # see _pil_turns_tiffs
             turn, mode = orientation_to_apply(image, path, decode=True), image.mode
             if mask_format != "colors" and mode in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
-                array = np.asarray(upright(image, turn))  # palette indices / gray values as stored
+                array = np.asarray(upright(image, turn))  # palette indices / gray values, not converted
             else:
                 array = np.asarray(upright(image.convert("RGB"), turn))
     except FileNotFoundError:
