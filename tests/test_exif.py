@@ -133,6 +133,30 @@ def test_size_swaps_sides_only_for_quarter_turns(tmp_path, suffix):
         assert image_size_of(path) == expected == read_image(path).shape[:2], orientation
 
 
+@pytest.mark.parametrize("compression", [None, "tiff_lzw"])
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_tiff_is_turned_once(tmp_path, orientation, compression):
+    """Newer Pillow turns TIFFs itself, older does not: either way they come out upright, once."""
+    path = tmp_path / "scan.tif"
+    Image.fromarray(stored_as(upright_image(), orientation)).save(
+        path, tiffinfo={ORIENTATION_TAG: orientation}, compression=compression
+    )
+    assert np.array_equal(read_image(path), upright_image())
+    assert image_size_of(path) == (HEIGHT, WIDTH)
+    gray = tmp_path / "gray.tif"  # Pillow 13 garbled these when it memory-mapped them
+    Image.fromarray(stored_as(upright_mask() * 40, orientation)).save(
+        gray, tiffinfo={ORIENTATION_TAG: orientation}, compression=compression
+    )
+    assert np.array_equal(read_image(gray, channels=1)[..., 0], upright_mask() * 40)
+    assert np.array_equal(read_mask(gray, "nonzero"), (upright_mask() > 0).astype(np.uint8))
+    deep = tmp_path / "mask16.tif"
+    Image.fromarray(stored_as(upright_mask().astype(np.uint16) * 300, orientation)).save(
+        deep, tiffinfo={ORIENTATION_TAG: orientation}, compression=compression
+    )
+    assert np.array_equal(read_mask(deep), upright_mask().astype(np.int32) * 300)
+    assert image_size_of(gray) == image_size_of(deep) == (HEIGHT, WIDTH)
+
+
 def test_image_size_of_does_not_decode_pixels(tmp_path, monkeypatch):
     jpeg, png, plain = tmp_path / "a.jpg", tmp_path / "b.png", tmp_path / "c.png"
     save(stored_as(upright_image(), 6), jpeg, 6)

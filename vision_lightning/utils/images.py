@@ -8,10 +8,12 @@ other way in the package: whatever opens an image file goes through this module.
 
 from __future__ import annotations
 
+import io
 import logging
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -82,15 +84,35 @@ def _png_metadata_after_pixels(path: str | Path) -> bool:
     return False
 
 
-def exif_orientation(image: Image.Image, path: str | Path) -> int:
-    """The EXIF orientation (1-8) of `image`, just opened from `path`, read from its metadata.
+@cache
+def _pil_turns_tiffs() -> bool:
+    """Whether PIL's TIFF reader applies the orientation itself (newer Pillow does, 13 for one: it
+    reports the shown size and turns the pixels on load), found once on a 2x1 TIFF tagged 6.
+
+    Pillow 13 then garbles uncompressed 8- and 16-bit gray or palette TIFFs tagged 5 to 8 that it
+    memory-maps (it maps them with the turned size); it maps files opened by name only, so the readers
+    open images from a file object.
+    """
+    buffer = io.BytesIO()
+    Image.new("L", (2, 1)).save(buffer, format="TIFF", tiffinfo={ORIENTATION_TAG: 6})
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        return image.size == (1, 2)
+
+
+def orientation_to_apply(image: Image.Image, path: str | Path, decode: bool = False) -> int:
+    """The EXIF orientation (1-8) still to apply to `image`, just opened from `path`, read from its
+    metadata: 1 where there is none, or where PIL applies it itself (TIFF in newer Pillow).
 
     Call it before decoding (TIFF reads its tags from the open file). PIL's PNG reader decodes all
-    pixels to look for EXIF after them; here a PNG is decoded only when it does have metadata after
-    its pixels, which the chunk headers tell. Decoding errors are raised, EXIF errors are not.
+    pixels to look for EXIF after them; unless the caller is about to `decode` anyway, a PNG is
+    decoded only when it does have metadata after its pixels, which the chunk headers tell.
+    Decoding errors are raised, EXIF errors are not.
     """
+    if image.format == "TIFF" and _pil_turns_tiffs():
+        return 1
     if image.format == "PNG" and "exif" not in image.info:
-        if not _png_metadata_after_pixels(path):
+        if not decode and not _png_metadata_after_pixels(path):
             return _orientation_in(lambda: Image.Image.getexif(image))  # what open() has read
         image.load()
     return _orientation_in(image.getexif)
@@ -113,8 +135,8 @@ def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
     if mode is None:
         raise InputError(f"channels must be 1 or 3 to read {path}, got {channels}")
     try:
-        with Image.open(path) as image:
-            turn = exif_orientation(image, path)
+        with open(path, "rb") as file, Image.open(file) as image:  # see _pil_turns_tiffs
+            turn = orientation_to_apply(image, path, decode=True)
             array = np.asarray(upright(image.convert(mode), turn))
     except FileNotFoundError:
         raise MissingInputError(f"image {path} does not exist") from None
@@ -129,12 +151,12 @@ def image_size_of(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             height, width = image.height, image.width
-            if exif_orientation(image, path) in _SWAPS_SIDES:
+            if orientation_to_apply(image, path) in _SWAPS_SIDES:
                 return width, height
             return height, width
     except FileNotFoundError:
         raise MissingInputError(f"image {path} does not exist") from None
-    except OSError as error:
+    except (OSError, SyntaxError, ValueError) as error:  # a PNG with late metadata is decoded
         raise InputError(f"image {path} cannot be read: {error}") from None
 
 
@@ -218,10 +240,10 @@ def read_mask(
     - `colors`: RGB colours, `colors[k]` is the colour of class k (CamVid-style masks).
     """
     try:
-        with Image.open(path) as image:
-            turn, mode = exif_orientation(image, path), image.mode
+        with open(path, "rb") as file, Image.open(file) as image:  # see _pil_turns_tiffs
+            turn, mode = orientation_to_apply(image, path, decode=True), image.mode
             if mask_format != "colors" and mode in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
-                array = np.asarray(upright(image, turn))  # palette indices / gray values as stored
+                array = np.asarray(upright(image, turn))  # palette indices / gray values, not converted
             else:
                 array = np.asarray(upright(image.convert("RGB"), turn))
     except FileNotFoundError:
