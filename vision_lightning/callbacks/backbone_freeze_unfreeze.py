@@ -161,7 +161,7 @@ class BackboneFreezeUnfreeze(Callback):
         parameters = list(backbone.parameters())
         missing = sum(id(p) not in groups for p in parameters)
         hint = (
-            "build the optimizer from vision_lightning.optim.parameter_groups(self, self.backbone_lr_factors) "
+            "build the optimizer from vision_lightning.optim.parameter_groups(self, self.backbone_lr_factors, lr=...) "
             "in configure_optimizers"
         )
         if missing:

@@ -65,14 +65,16 @@ def factory_argument(factory: Any, name: str) -> Any:
 def build_optimizer(factory: Any, groups: list[dict[str, Any]], lr: float | None = None) -> Optimizer:
     """`factory(groups)` (with `lr` when given, e.g. by the learning-rate finder), then each group's
     learning rate times its `lr_factor`."""
+    own_rate = ["lr" in group for group in groups]  # torch fills the optimizer's rate into the dicts
     try:
         optimizer = factory(groups, lr=lr) if lr is not None else factory(groups)
     except (TypeError, ValueError) as error:
         raise InputError(f"optimizer: {error}") from None
     if not isinstance(optimizer, Optimizer):
         raise InputError(f"optimizer: the factory made a {type(optimizer).__name__}, not a torch Optimizer")
-    for group in optimizer.param_groups:
-        group["lr"] = group["lr"] * group.get("lr_factor", 1.0)
+    for group, given in zip(optimizer.param_groups, own_rate):
+        if not given:  # a group without its own rate: the optimizer's, times its factor
+            group["lr"] = group["lr"] * group.get("lr_factor", 1.0)
     return optimizer
 
 

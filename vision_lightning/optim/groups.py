@@ -42,12 +42,15 @@ def parameter_groups(
     lr_factors: Sequence[float] = (1.0,),
     backbone: nn.Module | None = None,
     weight_decay_exempt: bool = True,
+    lr: float | None = None,
 ) -> list[dict[str, Any]]:
     """Groups for an optimizer, frozen parameters included (the optimizer skips parameters without
     gradients, so freezing never adds or removes a group): `backbone` (or `backbone_0`,
     `backbone_1`, ... with several factors, first layers first) at `lr * factor`, then every other
     parameter of `module` as `head` at `lr`. With `weight_decay_exempt`, each group's parameters
-    without weight decay form a `<name>_no_decay` group with `weight_decay: 0`. Empty groups are left out."""
+    without weight decay form a `<name>_no_decay` group with `weight_decay: 0`. Empty groups are left out.
+    With `lr`, each group gets its rate `lr * factor` (for an optimizer you build yourself; the
+    project's tasks leave it to `build_optimizer`)."""
     backbone = backbone if backbone is not None else getattr(module, "backbone", None)
     if not isinstance(backbone, nn.Module):
         raise InputError(f"{type(module).__name__} has no `backbone` module to build parameter groups from")
@@ -63,12 +66,13 @@ def parameter_groups(
     )
     groups: list[dict[str, Any]] = []
     for name, params, factor in [*zip(names, layers, factors), ("head", head, 1.0)]:
+        rate = {} if lr is None else {"lr": lr * factor}
         decay = [p for p in params if id(p) not in exempt]
         no_decay = [p for p in params if id(p) in exempt]
         if decay:
-            groups.append({"name": name, "params": decay, "lr_factor": factor})
+            groups.append({"name": name, "params": decay, "lr_factor": factor, **rate})
         if no_decay:
             groups.append(
-                {"name": f"{name}_no_decay", "params": no_decay, "lr_factor": factor, "weight_decay": 0.0}
+                {"name": f"{name}_no_decay", "params": no_decay, "lr_factor": factor, "weight_decay": 0.0, **rate}
             )
     return groups

@@ -307,7 +307,7 @@ class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterIn
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.optimizer_factory, self.parameter_groups(), self._lr)
-        scheduler = build_lr_scheduler(self.lr_scheduler_factory, optimizer, self.trainer, self.monitor)
+        scheduler = build_lr_scheduler(self.lr_scheduler_factory, optimizer, self._trainer, self.monitor)
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
 
     # ---------------------------------------------------------------- checkpoints and inference

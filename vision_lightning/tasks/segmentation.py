@@ -28,8 +28,11 @@ from vision_lightning.losses.segmentation import (
     segmentation_loss_options,
 )
 from vision_lightning.metrics.segmentation import SegmentationScores
-from vision_lightning.models.factory import segmentation_data_config
-from vision_lightning.models.segmentation import create_segmentation_model, predict_same_size
+from vision_lightning.models.segmentation import (
+    create_segmentation_model,
+    predict_same_size,
+    segmentation_data_config,
+)
 from vision_lightning.outputs.masks import MaskSink, RleOutput, rle_output
 from vision_lightning.tasks.base import NetworkTask
 from vision_lightning.utils.errors import InputError
@@ -140,9 +143,7 @@ class SegmentationModule(NetworkTask):
     def data_config(self) -> dict[str, Any] | None:
         """The encoder's pretrained mean / std (smp's table), for data modules that leave them unset."""
         arch, encoder = self.hparams.get("arch"), self.hparams.get("encoder")
-        if not isinstance(arch, str) or arch in ("classic_unet", "paper_unet"):
-            return None
-        return segmentation_data_config(encoder or "resnet34")
+        return segmentation_data_config(encoder, arch) if isinstance(arch, str) else None
 
     def chart_layout(self) -> dict[str, list[str]]:
         return {**super().chart_layout(), "iou": [r"train/iou", r"val/iou"]}
