@@ -25,7 +25,7 @@ from vision_lightning import (
     SuperResDataModule,
     SuperResModule,
 )
-from vision_lightning.tasks.optimization import StepSchedule, estimated_stepping_batches
+from vision_lightning.optim import StepSchedule, estimated_stepping_batches
 from vision_lightning.utils.errors import InputError
 
 SMALL_THEN_LARGE = [
