@@ -181,6 +181,8 @@ def test_embedding_data_module_loader_options_and_plain_hyperparameters(tmp_path
     loader = data.train_dataloader()
     assert loader.num_workers == 1 and loader.persistent_workers and not loader.pin_memory
     assert data.hparams["root"] == str(tmp_path) and data.hparams["batch_size"] == 4
+    # Linked into the model, which keeps them: a data module's copy could disagree with a model's.
+    assert "class_names" not in data.hparams and data.class_names == ["cat", "dog"]
     assert data.hparams["loader"] == {
         "class_path": "vision_lightning.data.base.LoaderOptions",
         "init_args": {"num_workers": 1, "pin_memory": False, "persistent_workers": True},

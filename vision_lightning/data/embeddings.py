@@ -109,7 +109,9 @@ class EmbeddingDataModule(VisionDataModule):
         self._index = {key: self._read_index(name) for key, name in self.split_names.items()}
         self.num_features = int(np.load(self._array_path(train_split), mmap_mode="r").shape[1])
         self._sources: dict[str, EmbeddingDataset] = {}
-        self.save_hyperparameters()
+        # class_names are the model's (the CLI links them): Lightning refuses to log data and model
+        # hyperparameters that disagree, as a model built in Python without them would.
+        self.save_hyperparameters(ignore=["class_names"])
 
     @property
     def num_classes(self) -> int:

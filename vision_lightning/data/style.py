@@ -139,7 +139,9 @@ class StyleTransferDataModule(VisionDataModule):
         self._style: Tensor | None = None
         self._sources: dict[str, Split] = {}
         self._built = False
-        self.save_hyperparameters()
+        # The style is the model's (the CLI links it; predicting needs none): Lightning refuses to log
+        # data and model hyperparameters that disagree, as a model built in Python without it would.
+        self.save_hyperparameters(ignore=["style_image", "style_size"])
 
     def style_tensor(self) -> Tensor:
         """The style image as (1, 3, H, W) float in [0, 1], resized by `style_size`; read once."""
