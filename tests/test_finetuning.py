@@ -28,6 +28,7 @@ from vision_lightning import BackboneFreezeUnfreeze, ClassifierModule, Segmentat
 from vision_lightning.data.classification import ImageClassificationDataModule
 from vision_lightning.data.segmentation import SegmentationDataModule
 from vision_lightning.data.superres import SuperResDataModule
+from vision_lightning.data.superres_sources import SyntheticTextureImages
 from vision_lightning.models.factory import create_backbone
 from vision_lightning.optim.layer_groups import backbone_layer_groups
 from vision_lightning.utils.errors import InputError
@@ -234,7 +235,9 @@ def test_segmentation_phases():
 def test_superres_phases():
     pl.seed_everything(0, verbose=False)
     model = SuperResModule(arch="espcn", scale=2, log_images=0, lr=0.01)
-    data = SuperResDataModule(scale=2, synthetic_samples=8, synthetic_size=48, image_size=24, batch_size=4)
+    data = SuperResDataModule(
+        SyntheticTextureImages(samples=8, size=48), scale=2, image_size=24, batch_size=4
+    )
     record = Record()
     fit(
         model,
@@ -264,7 +267,9 @@ def test_superres_new_layers_first_and_the_callback_freeze_together(tmp_path):
         lr=0.01,
     )
     assert model.new_parameters  # the x3 sub-pixel convolution
-    data = SuperResDataModule(scale=3, synthetic_samples=8, synthetic_size=48, image_size=24, batch_size=4)
+    data = SuperResDataModule(
+        SyntheticTextureImages(samples=8, size=48), scale=3, image_size=24, batch_size=4
+    )
     record = Record()
     fit(model, data, [BackboneFreezeUnfreeze(unfreeze_at_epoch=2), record], max_epochs=3)
     assert record.changes("backbone") == [False, False, True]
