@@ -48,13 +48,7 @@ def describe_run(
             values = {k: v for k, v in hparams.items() if not str(k).startswith("_")}
             datamodule = getattr(trainer, "datamodule", None)
             if datamodule is not None and getattr(datamodule, "hparams_initial", None):
-                values.update(
-                    {
-                        f"data/{k}": v
-                        for k, v in datamodule.hparams_initial.items()
-                        if not str(k).startswith("_")
-                    }
-                )
+                values.update(datamodule.hparams_initial)
             values = logger._sanitize_params(_flatten_dict(_convert_params(values)))
             for summary in hparams_summary(values, {monitor: float("nan")}):
                 writer._get_file_writer().add_summary(summary)
