@@ -37,7 +37,9 @@ class TupleData(pl.LightningDataModule):
         generator = torch.Generator().manual_seed(0)
         self.images = torch.rand(count, 3, size, size, generator=generator)
         labels = torch.arange(count) % classes
-        self.images[:, 0] += labels.view(-1, 1, 1, 1).float()[:, 0] * 0.5  # learnable: class in the red channel
+        self.images[:, 0] += (
+            labels.view(-1, 1, 1, 1).float()[:, 0] * 0.5
+        )  # learnable: class in the red channel
         if masks:
             self.targets = (self.images[:, 0] > self.images[:, 0].mean()).long()
         else:
@@ -75,7 +77,13 @@ class FocalClassifier(ClassifierModule):
 
 
 def test_subclass_with_its_own_argument_and_loss_trains_and_reloads(tmp_path):
-    model = FocalClassifier(gamma=3.0, backbone="lenet5", num_classes=3, in_channels=3, optimizer=functools.partial(torch.optim.SGD, lr=0.05))
+    model = FocalClassifier(
+        gamma=3.0,
+        backbone="lenet5",
+        num_classes=3,
+        in_channels=3,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.05),
+    )
     assert model.hparams.gamma == 3.0 and model.hparams.num_classes == 3
     trainer = cpu_trainer(max_epochs=1, default_root_dir=tmp_path)
     trainer.fit(model, datamodule=TupleData())
@@ -91,7 +99,12 @@ def test_subclass_with_its_own_argument_and_loss_trains_and_reloads(tmp_path):
 def test_a_subclass_forwarding_only_some_arguments_fits():
     class Small(ClassifierModule):
         def __init__(self, lr: float = 0.01) -> None:
-            super().__init__(backbone="lenet5", num_classes=3, in_channels=3, optimizer=functools.partial(torch.optim.Adam, lr=lr))
+            super().__init__(
+                backbone="lenet5",
+                num_classes=3,
+                in_channels=3,
+                optimizer=functools.partial(torch.optim.Adam, lr=lr),
+            )
             self.save_hyperparameters()
 
     model = Small(lr=0.02)
@@ -127,7 +140,9 @@ def test_segmentation_tuple_batches_and_masks_at_input_size_without_size():
 
 
 def test_optimizer_groups_no_weight_decay_on_norms_and_biases():
-    model = ClassifierModule("lenet5_bn", num_classes=3, optimizer=functools.partial(torch.optim.AdamW, lr=0.01, weight_decay=0.1))
+    model = ClassifierModule(
+        "lenet5_bn", num_classes=3, optimizer=functools.partial(torch.optim.AdamW, lr=0.01, weight_decay=0.1)
+    )
     optimizer = model.configure_optimizers()
     by_name = {group["name"]: group for group in optimizer.param_groups}
     assert by_name["backbone_no_decay"]["weight_decay"] == 0.0 and by_name["backbone"]["weight_decay"] == 0.1
@@ -148,7 +163,10 @@ def test_discriminative_rates_and_warmup_cosine_from_the_trainer():
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             lrs.append({g["name"]: g["lr"] for g in trainer.optimizers[0].param_groups})
 
-    trainer = cpu_trainer(max_epochs=2, callbacks=[BackboneFreezeUnfreeze(unfreeze_at_epoch=0, backbone_lr_factor=0.1), Record()])
+    trainer = cpu_trainer(
+        max_epochs=2,
+        callbacks=[BackboneFreezeUnfreeze(unfreeze_at_epoch=0, backbone_lr_factor=0.1), Record()],
+    )
     trainer.fit(model, datamodule=TupleData())
     assert lrs[0]["backbone"] == pytest.approx(lrs[0]["head"] * 0.1)
     assert lrs[3]["head"] == pytest.approx(0.1)  # warm-up over epoch 0's 4 steps ends at the peak
@@ -160,7 +178,9 @@ class OwnModule(pl.LightningModule):
 
     def __init__(self, honour_factors: bool) -> None:
         super().__init__()
-        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
         self.head = nn.Linear(4, 3)
         self.honour_factors = honour_factors
 
@@ -188,7 +208,9 @@ def test_freeze_unfreeze_works_on_any_module_with_a_backbone():
 def test_freeze_unfreeze_refuses_an_optimizer_that_ignores_its_rates():
     callback = BackboneFreezeUnfreeze(unfreeze_at_epoch=1, backbone_lr_factor=0.1)
     trainer = cpu_trainer(max_epochs=2, callbacks=[callback], limit_val_batches=0)
-    with pytest.raises(InputError, match="backbone_lr_factor 0.1 means the backbone of OwnModule trains at 0.01"):
+    with pytest.raises(
+        InputError, match="backbone_lr_factor 0.1 means the backbone of OwnModule trains at 0.01"
+    ):
         trainer.fit(OwnModule(honour_factors=False), datamodule=TupleData())
 
 
@@ -223,8 +245,12 @@ def _images(folder: Path, count: int = 3, size: int = 40) -> list[Path]:
 def test_predict_images_from_a_checkpoint_uses_the_saved_preprocessing(tmp_path):
     from vision_lightning import ImageClassificationDataModule
 
-    data = ImageClassificationDataModule(image_size=32, batch_size=8, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
-    model = ClassifierModule("lenet5", num_classes=data.num_classes, class_names=data.class_names, in_channels=3)
+    data = ImageClassificationDataModule(
+        image_size=32, batch_size=8, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25]
+    )
+    model = ClassifierModule(
+        "lenet5", num_classes=data.num_classes, class_names=data.class_names, in_channels=3
+    )
     trainer = cpu_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1)
     trainer.fit(model, datamodule=data)
     trainer.save_checkpoint(tmp_path / "model.ckpt")

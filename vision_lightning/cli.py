@@ -49,6 +49,23 @@ DATA_TO_MODEL_LINKS = {
 }
 
 
+class LoggedLearningRates(LearningRateMonitor):
+    """Lightning's LearningRateMonitor, idle in a run without a logger (`--trainer.logger false`)
+    instead of refusing to start."""
+
+    def on_train_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_epoch_start(trainer, *args, **kwargs)
+
+
 class SaveRunConfig(SaveConfigCallback):
     """The resolved config as `config.yaml` in the run's log folder (beside the checkpoints when
     there is no logger; nowhere without either), never over an existing file (`config_1.yaml`...)."""
@@ -108,7 +125,7 @@ class VisionCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
-        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.add_lightning_class_args(LoggedLearningRates, "lr_monitor")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         for source, target in DATA_TO_MODEL_LINKS.items():
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")

@@ -73,6 +73,12 @@ def parameter_groups(
             groups.append({"name": name, "params": decay, "lr_factor": factor, **rate})
         if no_decay:
             groups.append(
-                {"name": f"{name}_no_decay", "params": no_decay, "lr_factor": factor, "weight_decay": 0.0, **rate}
+                {
+                    "name": f"{name}_no_decay",
+                    "params": no_decay,
+                    "lr_factor": factor,
+                    "weight_decay": 0.0,
+                    **rate,
+                }
             )
     return groups
