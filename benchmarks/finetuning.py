@@ -1,4 +1,4 @@
-"""A frozen backbone's training step against an unfrozen one, with BackboneFinetuning.
+"""A frozen backbone's training step against an unfrozen one, with BackboneFreezeUnfreeze.
 
 While the backbone is frozen its parameters get no gradients, so autograd skips its backward pass
 and the optimizer skips its parameters: a frozen step costs about a forward pass of the backbone
@@ -20,7 +20,7 @@ import time
 import lightning.pytorch as pl
 import torch
 
-from vision_lightning import BackboneFinetuning, ClassifierModule
+from vision_lightning import BackboneFreezeUnfreeze, ClassifierModule
 from vision_lightning.data.classification import ImageClassificationDataModule
 
 
@@ -83,7 +83,7 @@ def main() -> None:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[BackboneFinetuning(unfreeze_at_epoch=1, backbone_lr_factor=0.1), timer],
+        callbacks=[BackboneFreezeUnfreeze(unfreeze_at_epoch=1, backbone_lr_factor=0.1), timer],
     )
     trainer.fit(model, data)
 

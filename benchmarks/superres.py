@@ -23,6 +23,7 @@ import torch
 
 from vision_lightning.cli import VisionCLI
 from vision_lightning.data.superres import SuperResDataModule
+from vision_lightning.data.superres_sources import SuperResFolders
 from vision_lightning.models.style import create_style_model
 from vision_lightning.models.superres import create_superres_model
 from vision_lightning.models.tiling import tiled_forward
@@ -33,8 +34,8 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs/superres/edsr_x4_cbsd68.
 def train_and_score(data_root: Path, epochs: int, run: str, arch: str | None) -> dict:
     sr = data_root / "sr"
     cli = VisionCLI(
-        args=["--config", str(CONFIG), "--data.init_args.train_root", str(sr / "CBSD68"),
-              "--data.init_args.val_root", str(sr / "CSet5"), "--trainer.max_epochs", str(epochs),
+        args=["--config", str(CONFIG), "--data.init_args.source.init_args.train_root", str(sr / "CBSD68"),
+              "--data.init_args.source.init_args.val_root", str(sr / "CSet5"), "--trainer.max_epochs", str(epochs),
               "--trainer.default_root_dir", run, "--checkpoint.dirpath", f"{run}/checkpoints",
               "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
               "--trainer.check_val_every_n_epoch", str(max(epochs // 4, 1))]
@@ -52,7 +53,7 @@ def train_and_score(data_root: Path, epochs: int, run: str, arch: str | None) ->
         "fit_seconds": round(fit_seconds, 1),
     }
     for name in ("CSet5", "CSet14"):
-        data = SuperResDataModule(scale=4, test_root=str(sr / name), num_workers=0)
+        data = SuperResDataModule(SuperResFolders(test_root=str(sr / name)), scale=4)
         scores = cli.trainer.test(cli.model, data, verbose=False)[0]
         for key in ("psnr_y_crop4", "bicubic_psnr_y_crop4", "ssim_y_crop4", "bicubic_ssim_y_crop4"):
             result[f"{name}_{key}"] = round(scores[f"test_{key}"], 3 if "ssim" in key else 2)

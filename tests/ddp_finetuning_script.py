@@ -1,4 +1,4 @@
-"""BackboneFinetuning under 2-process DDP on CPU (gloo), run by tests/test_finetuning.py.
+"""BackboneFreezeUnfreeze under 2-process DDP on CPU (gloo), run by tests/test_finetuning.py.
 
     python tests/ddp_finetuning_script.py OUT_DIR
 
@@ -19,7 +19,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from vision_lightning import BackboneFinetuning, ClassifierModule
+from vision_lightning import BackboneFreezeUnfreeze, ClassifierModule
 from vision_lightning.data.classification import ImageClassificationDataModule
 
 
@@ -80,7 +80,7 @@ def main(out: Path) -> None:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[BackboneFinetuning(unfreeze_at_epoch=1, backbone_lr_factor=[0.1, 0.5]), Record(out)],
+        callbacks=[BackboneFreezeUnfreeze(unfreeze_at_epoch=1, backbone_lr_factor=[0.1, 0.5]), Record(out)],
     )
     torch.set_num_threads(1)
     trainer.fit(model, data)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vision_lightning.callbacks.embedding_sink import EmbeddingSink
+from vision_lightning.outputs.embeddings import EmbeddingSink
 
 
 def write_embedding_cache(

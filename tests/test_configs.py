@@ -138,14 +138,21 @@ def _texture_folder(folder: Path, count: int, size: int, seed: int = 0) -> Path:
     return folder
 
 
+def _nested_source(data: dict) -> tuple[str, dict]:
+    """The class name and init_args of the config's data source (`source: {class_path, init_args}`)."""
+    source = data.get("source") or {}
+    return source.get("class_path", "").rsplit(".", 1)[-1], source.get("init_args") or {}
+
+
 def _superres_data(data: dict, tmp_path: Path, min_size: int = 0) -> list[str]:
-    """HR photos stand-ins in the folders the config names (train, val), larger than the crops
-    (`min_size`: the largest crop a callback grows them to)."""
+    """HR photos stand-ins in the folders the config's SuperResFolders names (train, val, test),
+    larger than the crops (`min_size`: the largest crop a callback grows them to)."""
+    kind, source = _nested_source(data)
     args = []
     for key in ("train_root", "val_root", "test_root"):
-        if data.get(key):
+        if kind == "SuperResFolders" and source.get(key):
             folder = _texture_folder(tmp_path / key, 3, max(100, min_size + 4), seed=len(args))
-            args += [f"--data.init_args.{key}", folder]
+            args += [f"--data.init_args.source.init_args.{key}", folder]
     return [*args, "--data.init_args.image_size", "48", "--data.init_args.patches_per_image", "1"]
 
 
@@ -153,8 +160,10 @@ def _style_data(data: dict, tmp_path: Path) -> list[str]:
     """Content photos and a style image in place of the config's, small enough for a quick step."""
     style = _texture_folder(tmp_path / "style", 1, 48, seed=7) / "img0.png"
     args = ["--data.init_args.style_image", style, "--data.init_args.image_size", "32"]
-    if data.get("train_root"):
-        args += ["--data.init_args.train_root", _texture_folder(tmp_path / "content", 4, 40)]
+    kind, source = _nested_source(data)
+    if kind == "ContentFolders" and source.get("train_root"):
+        content = _texture_folder(tmp_path / "content", 4, 40)
+        args += ["--data.init_args.source.init_args.train_root", content]
     return args
 
 

@@ -16,7 +16,8 @@ from tests.conftest import cpu_trainer
 from tests.embedding_cache import write_embedding_cache
 from vision_lightning import EmbeddingDataModule, FeatureExtractModule, ImageClassificationDataModule
 from vision_lightning.callbacks import PredictionWriter
-from vision_lightning.callbacks.embedding_sink import HEADER_BYTES, EmbeddingSink, NpyRowWriter
+from vision_lightning.data.base import LoaderOptions
+from vision_lightning.outputs.embeddings import HEADER_BYTES, EmbeddingSink, NpyRowWriter
 from vision_lightning.data.synthetic import write_image_folder
 from vision_lightning.utils.errors import InputError, MissingInputError
 
@@ -170,6 +171,22 @@ def test_embedding_data_module_reads_the_cache(tmp_path: Path):
     assert isinstance(dataset.array, np.memmap)  # read from disk, not loaded
     assert sum(len(b["label"]) for b in data.train_dataloader()) == 10  # ragged end dropped in training
     assert len(data._dataset("predict")) == 12  # predict: the test split
+
+
+def test_embedding_data_module_loader_options_and_plain_hyperparameters(tmp_path: Path):
+    write_embedding_cache(tmp_path)
+    data = EmbeddingDataModule(
+        str(tmp_path), batch_size=4, loader=LoaderOptions(num_workers=1, pin_memory=False)
+    )
+    loader = data.train_dataloader()
+    assert loader.num_workers == 1 and loader.persistent_workers and not loader.pin_memory
+    assert data.hparams["root"] == str(tmp_path) and data.hparams["batch_size"] == 4
+    # Linked into the model, which keeps them: a data module's copy could disagree with a model's.
+    assert "class_names" not in data.hparams and data.class_names == ["cat", "dog"]
+    assert data.hparams["loader"] == {
+        "class_path": "vision_lightning.data.base.LoaderOptions",
+        "init_args": {"num_workers": 1, "pin_memory": False, "persistent_workers": True},
+    }
 
 
 def test_embedding_data_module_split_names_and_a_single_loader_cache(tmp_path: Path):

@@ -1,4 +1,4 @@
-"""BackboneFinetuning and the backbone's layer groups: which parameters change in each phase (for
+"""BackboneFreezeUnfreeze and the backbone's layer groups: which parameters change in each phase (for
 classification, segmentation and super-resolution), learning rates per group under one-cycle,
 cosine and plateau schedules, BatchNorm statistics, re-freezing, resume from either phase, a
 skipped backward pass while frozen, and a 2-process DDP run.
@@ -24,13 +24,14 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
 from tests.conftest import cpu_trainer
-from vision_lightning import BackboneFinetuning, ClassifierModule, SegmentationModule, SuperResModule
+from vision_lightning import BackboneFreezeUnfreeze, ClassifierModule, SegmentationModule, SuperResModule
 from vision_lightning.data import segmentation_sources as seg
 from vision_lightning.data.classification import ImageClassificationDataModule
 from vision_lightning.data.segmentation import SegmentationDataModule
 from vision_lightning.data.superres import SuperResDataModule
+from vision_lightning.data.superres_sources import SyntheticTextureImages
 from vision_lightning.models.factory import create_backbone
-from vision_lightning.tasks.layer_groups import backbone_layer_groups
+from vision_lightning.optim.layer_groups import backbone_layer_groups
 from vision_lightning.utils.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,13 +175,13 @@ def test_without_the_callback_the_groups_are_backbone_and_head_at_lr():
 )
 def test_bad_arguments_are_input_errors(kwargs, message):
     with pytest.raises(InputError, match=message):
-        BackboneFinetuning(**kwargs)
+        BackboneFreezeUnfreeze(**kwargs)
 
 
 def test_the_schedule_of_frozen_epochs():
-    assert [BackboneFinetuning().frozen_at(e) for e in range(3)] == [True, False, False]
-    assert not BackboneFinetuning(unfreeze_at_epoch=0).frozen_at(0)
-    ranges = BackboneFinetuning(frozen_epochs=[[0, 2], [4, 5]])
+    assert [BackboneFreezeUnfreeze().frozen_at(e) for e in range(3)] == [True, False, False]
+    assert not BackboneFreezeUnfreeze(unfreeze_at_epoch=0).frozen_at(0)
+    ranges = BackboneFreezeUnfreeze(frozen_epochs=[[0, 2], [4, 5]])
     assert [ranges.frozen_at(e) for e in range(6)] == [True, True, False, False, True, False]
 
 
@@ -189,7 +190,7 @@ def test_a_partly_frozen_backbone_cannot_be_scheduled():
     with pytest.raises(
         InputError, match="freeze_backbone=3 freezes the backbone's first 3 children for good"
     ):
-        fit(model, classification_data(), [BackboneFinetuning()])
+        fit(model, classification_data(), [BackboneFreezeUnfreeze()])
 
 
 # ----------------------------------------------------------------------------- phases per task
@@ -202,7 +203,7 @@ def test_classifier_phases_groups_and_no_eval_mode_warning():
         fit(
             model,
             classification_data(),
-            [BackboneFinetuning(unfreeze_at_epoch=1, backbone_lr_factor=[0.01, 0.1]), record],
+            [BackboneFreezeUnfreeze(unfreeze_at_epoch=1, backbone_lr_factor=[0.01, 0.1]), record],
             max_epochs=2,
             limit_val_batches=1,
         )
@@ -224,7 +225,7 @@ def test_segmentation_phases():
     )  # fmt: skip
     data = SegmentationDataModule(source=seg.SyntheticShapes(16), mode="binary", image_size=32, batch_size=8)
     record = Record()
-    fit(model, data, [BackboneFinetuning(unfreeze_at_epoch=1), record], max_epochs=2)
+    fit(model, data, [BackboneFreezeUnfreeze(unfreeze_at_epoch=1), record], max_epochs=2)
     used = {"conv1.weight", "layer1.0.conv1.weight", "layer2.0.conv1.weight"}  # depth 3: layer3/4 unused
     assert record.changes("backbone", used) == [False, True]
     assert record.changes("head") == [True, True]  # decoder and segmentation head
@@ -233,12 +234,14 @@ def test_segmentation_phases():
 def test_superres_phases():
     pl.seed_everything(0, verbose=False)
     model = SuperResModule(arch="espcn", scale=2, log_images=0, lr=0.01)
-    data = SuperResDataModule(scale=2, synthetic_samples=8, synthetic_size=48, image_size=24, batch_size=4)
+    data = SuperResDataModule(
+        SyntheticTextureImages(samples=8, size=48), scale=2, image_size=24, batch_size=4
+    )
     record = Record()
     fit(
         model,
         data,
-        [BackboneFinetuning(unfreeze_at_epoch=1, backbone_lr_factor=[0.1, 0.5]), record],
+        [BackboneFreezeUnfreeze(unfreeze_at_epoch=1, backbone_lr_factor=[0.1, 0.5]), record],
         max_epochs=2,
     )
     assert record.changes("backbone") == [False, True]  # the LR body
@@ -263,9 +266,11 @@ def test_superres_new_layers_first_and_the_callback_freeze_together(tmp_path):
         lr=0.01,
     )
     assert model.new_parameters  # the x3 sub-pixel convolution
-    data = SuperResDataModule(scale=3, synthetic_samples=8, synthetic_size=48, image_size=24, batch_size=4)
+    data = SuperResDataModule(
+        SyntheticTextureImages(samples=8, size=48), scale=3, image_size=24, batch_size=4
+    )
     record = Record()
-    fit(model, data, [BackboneFinetuning(unfreeze_at_epoch=2), record], max_epochs=3)
+    fit(model, data, [BackboneFreezeUnfreeze(unfreeze_at_epoch=2), record], max_epochs=3)
     assert record.changes("backbone") == [False, False, True]
     assert record.changes("head") == [True, True, True]
 
@@ -286,7 +291,7 @@ def test_schedulers_keep_the_factors_before_and_after_unfreezing(scheduler, args
         lr=0.01, scheduler=scheduler, scheduler_args=args, warmup_epochs=0.5 if scheduler == "cosine" else 0
     )
     record = Record()
-    callback = BackboneFinetuning(unfreeze_at_epoch=1, backbone_lr_factor=[0.01, 0.1])
+    callback = BackboneFreezeUnfreeze(unfreeze_at_epoch=1, backbone_lr_factor=[0.01, 0.1])
     fit(model, classification_data(), [callback, record], max_epochs=3, limit_val_batches=1)
     heads = [lrs["head"] for lrs in record.lrs]
     assert len(set(heads)) >= 2  # the schedule moved the rates
@@ -310,7 +315,7 @@ def test_freeze_bn_stats_keeps_running_statistics_while_weights_train(freeze_bn_
     pl.seed_everything(0, verbose=False)
     model = classifier(lr=0.01)
     record = Record()
-    callback = BackboneFinetuning(unfreeze_at_epoch=0, freeze_bn_stats=freeze_bn_stats)
+    callback = BackboneFreezeUnfreeze(unfreeze_at_epoch=0, freeze_bn_stats=freeze_bn_stats)
     fit(model, classification_data(), [callback, record], max_epochs=2, limit_val_batches=1)
     stats = _batchnorm_keys(model.backbone, "running_mean") | _batchnorm_keys(model.backbone, "running_var")
     weights = _batchnorm_keys(model.backbone, "weight")
@@ -329,7 +334,7 @@ def test_frozen_epochs_refreeze_the_backbone():
     pl.seed_everything(0, verbose=False)
     model = classifier(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3)
     record = Record()
-    callback = BackboneFinetuning(frozen_epochs=[[0, 1], [2, 3]], backbone_lr_factor=0.5)
+    callback = BackboneFreezeUnfreeze(frozen_epochs=[[0, 1], [2, 3]], backbone_lr_factor=0.5)
     fit(model, classification_data(), [callback, record], max_epochs=4)
     assert record.changes("backbone") == [False, True, False, True]
     assert record.backbone_grads == {0: False, 1: True, 2: False, 3: True}
@@ -348,7 +353,7 @@ def test_a_frozen_step_skips_the_backbones_backward_pass():
 
     epoch = Epoch()
     model.backbone[0].register_full_backward_hook(lambda module, grad_in, grad_out: calls.append(epoch.epoch))
-    fit(model, classification_data(), [BackboneFinetuning(unfreeze_at_epoch=1), epoch], max_epochs=2)
+    fit(model, classification_data(), [BackboneFreezeUnfreeze(unfreeze_at_epoch=1), epoch], max_epochs=2)
     assert calls == [1, 1]  # the first convolution's backward ran only on the two unfrozen steps
 
 
@@ -359,12 +364,12 @@ def _resume_run(tmp_path: Path, callback_args: dict, first_epochs: int, total_ep
     pl.seed_everything(0, verbose=False)
     checkpoints = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
     first = classifier(lr=0.01)
-    fit(first, classification_data(), [BackboneFinetuning(**callback_args), checkpoints],
+    fit(first, classification_data(), [BackboneFreezeUnfreeze(**callback_args), checkpoints],
         max_epochs=first_epochs, enable_checkpointing=True)  # fmt: skip
     saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
     model, record = classifier(lr=0.01), Record()
     trainer = cpu_trainer(max_epochs=total_epochs, limit_train_batches=2, limit_val_batches=0,
-                          callbacks=[BackboneFinetuning(**callback_args), record])  # fmt: skip
+                          callbacks=[BackboneFreezeUnfreeze(**callback_args), record])  # fmt: skip
     trainer.fit(model, classification_data(), ckpt_path=tmp_path / "last.ckpt")
     return model, record, trainer, saved
 
@@ -373,7 +378,7 @@ def test_resume_from_a_checkpoint_of_the_frozen_phase(tmp_path):
     model, record, trainer, saved = _resume_run(
         tmp_path, {"unfreeze_at_epoch": 2, "backbone_lr_factor": [0.1, 0.5]}, 1, 3
     )
-    assert saved["callbacks"]["BackboneFinetuning"]["frozen"] is True
+    assert saved["callbacks"]["BackboneFreezeUnfreeze"]["frozen"] is True
     assert record.changes("backbone") == [False, True]  # epoch 1 still frozen, epoch 2 not
     assert record.changes("head") == [True, True]
     assert record.lrs[0] == pytest.approx({"backbone_0": 1e-3, "backbone_1": 5e-3, "head": 1e-2})
@@ -386,7 +391,7 @@ def test_resume_from_a_checkpoint_of_the_frozen_phase(tmp_path):
 def test_resume_from_a_checkpoint_of_the_unfrozen_phase_into_a_refreeze(tmp_path):
     args = {"frozen_epochs": [[0, 1], [2, 3]], "backbone_lr_factor": 0.1}
     model, record, trainer, saved = _resume_run(tmp_path, args, 2, 4)
-    assert saved["callbacks"]["BackboneFinetuning"]["frozen"] is False
+    assert saved["callbacks"]["BackboneFreezeUnfreeze"]["frozen"] is False
     assert record.changes("backbone") == [False, True]  # epoch 2 re-frozen, epoch 3 trains
     state = trainer.optimizers[0].state
     assert int(state[next(model.backbone.parameters())]["step"]) == 4  # epochs 1 and 3
@@ -395,28 +400,28 @@ def test_resume_from_a_checkpoint_of_the_unfrozen_phase_into_a_refreeze(tmp_path
 
 def test_resume_with_other_factors_is_an_input_error(tmp_path):
     pl.seed_everything(0, verbose=False)
-    trainer = fit(classifier(), classification_data(), [BackboneFinetuning(backbone_lr_factor=0.1)])
+    trainer = fit(classifier(), classification_data(), [BackboneFreezeUnfreeze(backbone_lr_factor=0.1)])
     path = tmp_path / "frozen.ckpt"
     trainer.save_checkpoint(path)
     for callbacks in (
-        [BackboneFinetuning(backbone_lr_factor=[0.01, 0.1])],
-        [BackboneFinetuning(backbone_lr_factor=0.5)],
+        [BackboneFreezeUnfreeze(backbone_lr_factor=[0.01, 0.1])],
+        [BackboneFreezeUnfreeze(backbone_lr_factor=0.5)],
         [],
     ):
         resumed = cpu_trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=0, callbacks=callbacks)
         with pytest.raises(InputError, match=r"trained with backbone learning-rate factors \[0.1\]"):
             resumed.fit(classifier(), classification_data(), ckpt_path=path)
     with pytest.raises(InputError, match="backbone_lr_factor=\\[0.1\\], not \\[0.5\\]"):
-        BackboneFinetuning(backbone_lr_factor=0.5).load_state_dict({"backbone_lr_factor": [0.1]})
+        BackboneFreezeUnfreeze(backbone_lr_factor=0.5).load_state_dict({"backbone_lr_factor": [0.1]})
 
 
 # ----------------------------------------------------------------------------- DDP
 def test_ddp_is_told_to_find_unused_parameters():
     strategy = DDPStrategy()
-    BackboneFinetuning()._configure_ddp(SimpleNamespace(strategy=strategy))
+    BackboneFreezeUnfreeze()._configure_ddp(SimpleNamespace(strategy=strategy))
     assert strategy._ddp_kwargs["find_unused_parameters"] is True
     with pytest.raises(InputError, match="static_graph"):
-        BackboneFinetuning()._configure_ddp(SimpleNamespace(strategy=DDPStrategy(static_graph=True)))
+        BackboneFreezeUnfreeze()._configure_ddp(SimpleNamespace(strategy=DDPStrategy(static_graph=True)))
 
 
 def test_two_process_ddp(tmp_path):
@@ -463,7 +468,7 @@ def test_cli_fit_then_resume_across_the_unfreeze(tmp_path: Path):
     run = tmp_path / "run"
     args = [
         "fit", "--config", config,
-        "--trainer.callbacks+=vision_lightning.BackboneFinetuning", "--trainer.callbacks.unfreeze_at_epoch", "1",
+        "--trainer.callbacks+=vision_lightning.BackboneFreezeUnfreeze", "--trainer.callbacks.unfreeze_at_epoch", "1",
         "--trainer.callbacks.backbone_lr_factor", "[0.01, 0.1]",
         "--model.init_args.scheduler", "null", "--data.init_args.synthetic_samples", "64",
         "--data.init_args.batch_size", "16", "--trainer.log_every_n_steps", "1",

@@ -26,7 +26,8 @@ from vision_lightning import (
     SuperResModule,
 )
 from vision_lightning.data import segmentation_sources as seg
-from vision_lightning.tasks.optimization import StepSchedule, estimated_stepping_batches
+from vision_lightning.data.superres_sources import SyntheticTextureImages
+from vision_lightning.optim import StepSchedule, estimated_stepping_batches
 from vision_lightning.utils.errors import InputError
 
 SMALL_THEN_LARGE = [
@@ -121,7 +122,9 @@ def test_segmentation_images_and_masks_follow_the_stages():
 
 
 def test_superres_hr_and_lr_crops_grow_together():
-    data = SuperResDataModule(scale=2, synthetic_samples=8, synthetic_size=48, image_size=16, batch_size=4)
+    data = SuperResDataModule(
+        SyntheticTextureImages(samples=8, size=48), scale=2, image_size=16, batch_size=4
+    )
     recorder = Recorder("hr,lr")
     trainer(resizing(), recorder, limit_train_batches=2, limit_val_batches=1).fit(
         SuperResModule(arch="espcn", scale=2), data
@@ -182,7 +185,9 @@ def test_stage_objects_and_mappings_are_the_same_schedule():
      (64, r"stage 1 \(epoch 2, image_size 64\): .*smaller than the 64x64 HR crop")],
 )  # fmt: skip
 def test_a_stage_the_data_cannot_give_fails_before_training(image_size, message):
-    data = SuperResDataModule(scale=2, synthetic_samples=8, synthetic_size=48, image_size=16, batch_size=4)
+    data = SuperResDataModule(
+        SyntheticTextureImages(samples=8, size=48), scale=2, image_size=16, batch_size=4
+    )
     recorder = Recorder("hr")
     stages = [{"epoch": 0, "image_size": 16}, {"epoch": 2, "image_size": image_size}]
     with pytest.raises(InputError, match=message):

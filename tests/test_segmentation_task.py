@@ -30,12 +30,13 @@ from torch.utils.data import DataLoader
 from tests.conftest import cpu_trainer as trainer
 from tests.conftest import run_cli
 from vision_lightning import ClassifierModule, SegmentationDataModule, SegmentationModule
-from vision_lightning.callbacks.prediction_writer import MaskSink, PredictionWriter
+from vision_lightning.callbacks.prediction_writer import PredictionWriter
 from vision_lightning.data.segmentation_sources import SyntheticShapes
 from vision_lightning.data.synthetic import render_shape
 from vision_lightning.losses.segmentation import LOSS_NAMES, build_segmentation_loss
 from vision_lightning.metrics.segmentation import SegmentationScores
 from vision_lightning.models.unet import PaperUNet
+from vision_lightning.outputs.masks import MaskSink
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.rle import rle_decode
 

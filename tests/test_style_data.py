@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from vision_lightning.data.style import StyleTransferDataModule, resize_shorter_side
+from vision_lightning.data.style_sources import ContentFolders, SyntheticTextureContent
 from vision_lightning.data.textures import render_texture
 from vision_lightning.utils.errors import InputError, MissingInputError
 
@@ -41,9 +42,11 @@ def content(tmp_path: Path) -> Path:
     return tmp_path / "content"
 
 
-def module(style: Path, **kwargs) -> StyleTransferDataModule:
+def module(source, style: Path, **kwargs) -> StyleTransferDataModule:
     """Tiny defaults: 16 px content, batches of 2."""
-    return StyleTransferDataModule(**{"style_image": str(style), "image_size": 16, "batch_size": 2, **kwargs})
+    return StyleTransferDataModule(
+        source, **{"style_image": str(style), "image_size": 16, "batch_size": 2, **kwargs}
+    )
 
 
 def items(dataset) -> list[dict]:
@@ -54,24 +57,24 @@ def items(dataset) -> list[dict]:
 def test_a_missing_style_image_is_reported_by_path(tmp_path):
     missing = tmp_path / "nowhere" / "monet.jpg"
     with pytest.raises(MissingInputError, match=f"style image {missing} does not exist"):
-        StyleTransferDataModule(style_image=str(missing), synthetic_samples=4)
+        StyleTransferDataModule(SyntheticTextureContent(samples=4), style_image=str(missing))
 
 
 def test_an_unreadable_style_image_is_reported_before_training(tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
-    dm = StyleTransferDataModule(style_image=str(broken), synthetic_samples=4, image_size=16)
+    dm = StyleTransferDataModule(SyntheticTextureContent(samples=4), style_image=str(broken), image_size=16)
     with pytest.raises(InputError, match="broken.png"):
         dm.setup("fit")
 
 
 def test_style_tensor_is_a_batch_of_one_in_0_1_resized_by_style_size(style):
-    tensor = module(style, synthetic_samples=4).style_tensor()
+    tensor = module(SyntheticTextureContent(samples=4), style).style_tensor()
     assert tensor.shape == (1, 3, 30, 45) and tensor.dtype == torch.float32
     assert 0 <= tensor.min() and tensor.max() <= 1
     expected = np.asarray(Image.open(style)).transpose(2, 0, 1) / 255
     assert np.allclose(tensor[0].numpy(), expected, atol=1e-6)
-    smaller = module(style, synthetic_samples=4, style_size=20).style_tensor()
+    smaller = module(SyntheticTextureContent(samples=4), style, style_size=20).style_tensor()
     assert smaller.shape == (1, 3, 20, 30)  # the shorter side is 20, the aspect ratio kept
     assert 0 <= smaller.min() and smaller.max() <= 1
     assert resize_shorter_side(torch.zeros(3, 10, 7), 14).shape == (3, 20, 14)
@@ -79,7 +82,7 @@ def test_style_tensor_is_a_batch_of_one_in_0_1_resized_by_style_size(style):
 
 # ----------------------------------------------------------------------------- content
 def test_training_crops_are_image_size_squares_and_flips_vary(style, content):
-    dm = module(style, train_root=str(content), val_split=0)
+    dm = module(ContentFolders(train_root=str(content)), style, val_split=0)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert set(batch) == {"image", "path"}
@@ -98,7 +101,7 @@ def test_training_crops_are_image_size_squares_and_flips_vary(style, content):
 
 
 def test_validation_holds_out_centre_crops_of_training_images(style, content):
-    dm = module(style, train_root=str(content), val_split=0.4)
+    dm = module(ContentFolders(train_root=str(content)), style, val_split=0.4)
     dm.setup("fit")
     train = {item["path"] for item in items(dm._dataset("train", train=True))}
     val_batches = list(dm.val_dataloader())
@@ -107,7 +110,7 @@ def test_validation_holds_out_centre_crops_of_training_images(style, content):
     assert val_batches[0]["image"].shape == (2, 3, 16, 16)
     again = [
         p
-        for batch in module(style, train_root=str(content), val_split=0.4).val_dataloader()
+        for batch in module(ContentFolders(train_root=str(content)), style, val_split=0.4).val_dataloader()
         for p in batch["path"]
     ]
     assert again == val  # seeded by split_seed
@@ -118,7 +121,7 @@ def test_validation_holds_out_centre_crops_of_training_images(style, content):
 
 def test_val_root_is_used_for_validation(style, content, tmp_path):
     save(tmp_path / "val" / "v.png", 20, 30, seed=7)
-    dm = module(style, train_root=str(content), val_root=str(tmp_path / "val"))
+    dm = module(ContentFolders(train_root=str(content), val_root=str(tmp_path / "val")), style)
     (batch,) = list(dm.val_dataloader())
     assert batch["image"].shape == (1, 3, 16, 16) and batch["path"] == [str(tmp_path / "val" / "v.png")]
     assert len(dm._dataset("train", train=True)) == 5
@@ -127,7 +130,7 @@ def test_val_root_is_used_for_validation(style, content, tmp_path):
 def test_predict_gives_full_resolution_images_one_per_batch(style, content, tmp_path):
     save(tmp_path / "photos" / "a.png", 21, 33, seed=3)
     save(tmp_path / "photos" / "b.png", 40, 18, seed=4)
-    dm = module(style, train_root=str(content), predict_root=str(tmp_path / "photos"))
+    dm = module(ContentFolders(train_root=str(content)), style, predict_root=str(tmp_path / "photos"))
     dm.setup("predict")
     batches = list(dm.predict_dataloader())
     assert [b["image"].shape for b in batches] == [(1, 3, 21, 33), (1, 3, 40, 18)]
@@ -136,14 +139,14 @@ def test_predict_gives_full_resolution_images_one_per_batch(style, content, tmp_
     assert np.allclose(batches[0]["image"][0].numpy(), expected, atol=1e-6)
 
     # Without predict_root the validation images are stylised, whole.
-    held_out = module(style, train_root=str(content), val_split=0.4)
+    held_out = module(ContentFolders(train_root=str(content)), style, val_split=0.4)
     sizes = {Image.open(p).size[::-1] for p in content.iterdir()}
     for batch in held_out.predict_dataloader():
         assert batch["image"].shape[0] == 1 and tuple(batch["image"].shape[2:]) in sizes
 
 
 def test_synthetic_content_works(style):
-    dm = module(style, synthetic_samples=8)
+    dm = module(SyntheticTextureContent(samples=8), style)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (2, 3, 16, 16) and batch["path"][0].startswith("synthetic/")
@@ -152,27 +155,59 @@ def test_synthetic_content_works(style):
     (first, *_) = list(dm.predict_dataloader())
     assert first["image"].shape == (1, 3, 16, 16)
 
+    # Textures of their own size are cropped and resized to image_size like photos.
+    larger = module(SyntheticTextureContent(samples=8, size=40), style)
+    assert larger._dataset("train", train=True)[0]["image"].shape == (3, 16, 16)
+    assert larger._dataset("predict")[0]["image"].shape == (3, 40, 40)
+
+
+def test_predicting_needs_no_style_image_and_reads_nothing_of_the_source(tmp_path):
+    # A model from a checkpoint stylises without the style; the config's content is elsewhere.
+    save(tmp_path / "photos" / "a.png", 21, 33, seed=3)
+    dm = StyleTransferDataModule(
+        ContentFolders(train_root=str(tmp_path / "elsewhere")), predict_root=str(tmp_path / "photos")
+    )
+    dm.setup("predict")
+    (batch,) = list(dm.predict_dataloader())
+    assert batch["image"].shape == (1, 3, 21, 33)
+    assert dm.style_image is None
+    with pytest.raises(InputError, match="no style_image: set it to the style to learn"):
+        dm.style_tensor()
+
+
+def test_hyperparameters_are_plain_and_preprocessing_says_pixels_stay_in_0_1(style):
+    dm = module(SyntheticTextureContent(samples=8, seed=3), style, style_size=32)
+    assert dm.hparams["source"] == {
+        "class_path": "vision_lightning.data.style_sources.SyntheticTextureContent",
+        "init_args": {"samples": 8, "size": None, "seed": 3},
+    }
+    # The style is linked into the model, which keeps it: a data module's copy could disagree with it.
+    assert "style_image" not in dm.hparams and "style_size" not in dm.hparams and dm.style_size == 32
+    assert dm.preprocessing() == {"image_size": 16, "mean": [0.0] * 3, "std": [1.0] * 3, "channels": 3}
+
 
 # ----------------------------------------------------------------------------- bad input
-def test_content_settings_are_checked(style, tmp_path):
+def test_content_settings_are_checked(style, content, tmp_path):
     with pytest.raises(InputError, match="train_root"):
-        module(style)
-    with pytest.raises(InputError, match="must not be set"):
-        module(style, synthetic_samples=4, train_root="somewhere")
+        ContentFolders()
+    with pytest.raises(InputError, match="source must be a ContentSource"):
+        module("synthetic", style)
+    with pytest.raises(InputError, match="samples must be at least 1, got 0"):
+        SyntheticTextureContent(samples=0)
     with pytest.raises(InputError, match="style_size"):
-        module(style, synthetic_samples=4, style_size=0)
+        module(SyntheticTextureContent(samples=4), style, style_size=0)
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match=f"train_root {tmp_path / 'empty'} has no images"):
-        module(style, train_root=str(tmp_path / "empty")).setup("fit")
-    only_predict = module(style, predict_root=str(tmp_path / "empty"))
+        module(ContentFolders(train_root=str(tmp_path / "empty")), style).setup("fit")
+    only_val = module(ContentFolders(val_root=str(content)), style)
     with pytest.raises(InputError, match="no training images"):
-        only_predict.train_dataloader()
+        only_val.train_dataloader()
 
 
 def test_a_corrupt_content_image_is_skipped_with_a_warning_naming_it(style, content, caplog):
     bad = content / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff truncated")
-    dm = module(style, train_root=str(content), val_split=0)
+    dm = module(ContentFolders(train_root=str(content)), style, val_split=0)
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
     assert str(bad) in caplog.text

@@ -11,6 +11,7 @@ from PIL import Image
 from tests.conftest import cpu_trainer, run_cli
 from vision_lightning.callbacks.prediction_writer import PredictionWriter
 from vision_lightning.data.style import StyleTransferDataModule
+from vision_lightning.data.style_sources import SyntheticTextureContent
 from vision_lightning.data.textures import SyntheticTextures
 from vision_lightning.losses.feature import StyleLoss
 from vision_lightning.models.style import create_style_model
@@ -31,7 +32,7 @@ def style_path(tmp_path: Path) -> Path:
 
 
 def small_data(style_path: Path, **kwargs) -> StyleTransferDataModule:
-    args = {"synthetic_samples": 10, "image_size": 32, "batch_size": 4}
+    args = {"source": SyntheticTextureContent(samples=10), "image_size": 32, "batch_size": 4}
     return StyleTransferDataModule(style_image=str(style_path), **{**args, **kwargs})
 
 
@@ -54,7 +55,7 @@ def test_fit_logs_every_loss_term_and_computes_the_style_once(tmp_path, style_pa
 
 def test_a_short_last_batch_is_handled(tmp_path, style_path):
     model = StyleTransferModule(**SMALL_NET)
-    data = small_data(style_path, synthetic_samples=10, batch_size=3)
+    data = small_data(style_path, source=SyntheticTextureContent(samples=10), batch_size=3)
     trainer = cpu_trainer(max_epochs=1, default_root_dir=tmp_path)
     trainer.fit(model, data)
     sizes = [len(batch["image"]) for batch in data.val_dataloader()]
@@ -65,7 +66,7 @@ def test_a_short_last_batch_is_handled(tmp_path, style_path):
 def test_training_lowers_the_loss(tmp_path, style_path):
     torch.manual_seed(0)
     model = StyleTransferModule(lr=3e-3, **SMALL_NET)
-    data = small_data(style_path, synthetic_samples=8)
+    data = small_data(style_path, source=SyntheticTextureContent(samples=8))
     trainer = cpu_trainer(max_epochs=6, default_root_dir=tmp_path)
     before = trainer.validate(model, data, verbose=False)[0]["val_loss"]
     trainer.fit(model, data)
@@ -129,7 +130,7 @@ def test_cli_reports_a_missing_style_image(tmp_path, capsys):
 def test_cli_fit_then_predict(tmp_path):
     run = tmp_path / "run"
     common = ["--config", QUICKSTART, "--trainer.default_root_dir", run, "--trainer.enable_progress_bar", "false",
-              "--data.init_args.synthetic_samples", "8", "--data.init_args.image_size", "32"]  # fmt: skip
+              "--data.init_args.source.init_args.samples", "8", "--data.init_args.image_size", "32"]  # fmt: skip
     run_cli("fit", *common, "--trainer.max_epochs", "1", "--checkpoint.dirpath", run / "checkpoints")
     run_cli("predict", *common, "--ckpt_path", run / "checkpoints/last.ckpt", "--trainer.logger", "false",
             "--prediction_writer.output_dir", run / "predictions")  # fmt: skip

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from tests.conftest import cpu_trainer
-from vision_lightning.data.superres import (
-    SuperResDataModule,
-    dihedral,
-    downscale,
+from vision_lightning.data.superres import SuperResDataModule, dihedral, downscale
+from vision_lightning.data.superres_sources import (
+    SuperResFolders,
+    SyntheticTextureImages,
     lr_stem_key,
     pair_lr_files,
 )
@@ -51,10 +51,11 @@ def items(dataset) -> list[dict]:
     return [dataset[i] for i in range(len(dataset))]
 
 
-def module(**kwargs) -> SuperResDataModule:
-    """Tiny defaults: scale 4, 16 px HR crops, batches of 2, no image cache."""
+def module(source=None, **kwargs) -> SuperResDataModule:
+    """Tiny defaults: 8 synthetic 32 px textures, scale 4, 16 px HR crops, batches of 2, no image cache."""
     defaults = {"scale": 4, "image_size": 16, "batch_size": 2, "cache_images": False}
-    return SuperResDataModule(**{**defaults, **kwargs})
+    source = source if source is not None else SyntheticTextureImages(samples=8, size=32)
+    return SuperResDataModule(source, **{**defaults, **kwargs})
 
 
 def find_crop(crop: torch.Tensor, whole: torch.Tensor, step: int = 1) -> set[tuple[int, int, int]]:
@@ -89,7 +90,7 @@ def test_textures_are_deterministic_detailed_uint8_images():
 
 # ----------------------------------------------------------------------------- synthetic
 def test_synthetic_batches_have_lr_a_scale_smaller_than_hr_in_0_1():
-    dm = module(synthetic_samples=8, synthetic_size=32, image_size=16, batch_size=4)
+    dm = module(SyntheticTextureImages(samples=8, size=32), image_size=16, batch_size=4)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["hr"].shape == (4, 3, 16, 16) and batch["lr"].shape == (4, 3, 4, 4)
@@ -108,7 +109,7 @@ def test_synthetic_batches_have_lr_a_scale_smaller_than_hr_in_0_1():
 
 
 def test_lr_is_the_quantised_antialiased_bicubic_downscale_of_hr():
-    dm = module(synthetic_samples=8, synthetic_size=24, image_size=12, scale=3)
+    dm = module(SyntheticTextureImages(samples=8, size=24), image_size=12, scale=3)
     item = dm._dataset("val")[0]
     expected = bicubic_resize(item["hr"][None], (8, 8), quantize=True)[0]
     assert torch.equal(item["lr"], expected)
@@ -119,7 +120,7 @@ def test_lr_is_the_quantised_antialiased_bicubic_downscale_of_hr():
 
 def test_all_eight_dihedral_transforms_occur_and_lr_follows_hr():
     # One 16 px texture cropped at 16 px: the crop is the whole image, only the transform is random.
-    dm = module(synthetic_samples=1, synthetic_size=16, image_size=16, scale=2, patches_per_image=80)
+    dm = module(SyntheticTextureImages(samples=1, size=16), image_size=16, scale=2, patches_per_image=80)
     original = to_float_tensor(SyntheticTextures(1, 16, seed=42).sample(0))
     dataset = dm._dataset("train", train=True)
     assert len(dataset) == 80
@@ -132,12 +133,12 @@ def test_all_eight_dihedral_transforms_occur_and_lr_follows_hr():
         assert torch.allclose(item["lr"], dihedral(downscale(original, 2), transform), atol=1.01 / 255)
     assert seen == set(range(8))
 
-    plain = module(synthetic_samples=1, synthetic_size=16, image_size=16, scale=2, augment=False)
+    plain = module(SyntheticTextureImages(samples=1, size=16), image_size=16, scale=2, augment=False)
     assert all(torch.equal(item["hr"], original) for item in items(plain._dataset("train", train=True)))
 
 
 def test_random_crops_differ_between_epochs_and_patches_multiply_the_epoch():
-    dm = module(synthetic_samples=3, synthetic_size=32, image_size=8, patches_per_image=5, augment=False)
+    dm = module(SyntheticTextureImages(samples=3, size=32), image_size=8, patches_per_image=5, augment=False)
     dataset = dm._dataset("train", train=True)
     assert len(dataset) == 15
     assert len(dm.train_dataloader()) == 7  # 15 crops in batches of 2, the ragged end dropped
@@ -155,7 +156,7 @@ def test_random_crops_differ_between_epochs_and_patches_multiply_the_epoch():
 def test_folder_with_val_root_trains_on_crops_and_validates_on_mod_cropped_whole_images(tmp_path):
     hr_folder(tmp_path / "train", 3)
     hr_folder(tmp_path / "val", 2, height=37, width=41, seed=10)
-    dm = module(train_root=str(tmp_path / "train"), val_root=str(tmp_path / "val"))
+    dm = module(SuperResFolders(train_root=str(tmp_path / "train"), val_root=str(tmp_path / "val")))
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["hr"].shape == (2, 3, 16, 16) and batch["lr"].shape == (2, 3, 4, 4)
@@ -169,15 +170,15 @@ def test_folder_with_val_root_trains_on_crops_and_validates_on_mod_cropped_whole
 
 def test_without_val_root_a_seeded_share_of_training_images_is_held_out(tmp_path):
     paths = {str(p) for p in hr_folder(tmp_path / "hr", 5)}
-    dm = module(train_root=str(tmp_path / "hr"), val_split=0.2, cache_images=True)
+    dm = module(SuperResFolders(train_root=str(tmp_path / "hr")), val_split=0.2, cache_images=True)
     dm.setup("fit")
     train = {item["path"] for item in items(dm._dataset("train", train=True))}
     val = [b["path"][0] for b in dm.val_dataloader()]
     assert len(val) == 1 and len(train) == 4 and train | set(val) == paths and not train & set(val)
-    again = module(train_root=str(tmp_path / "hr"), val_split=0.2)
+    again = module(SuperResFolders(train_root=str(tmp_path / "hr")), val_split=0.2)
     assert [b["path"][0] for b in again.val_dataloader()] == val
 
-    no_val = module(train_root=str(tmp_path / "hr"), val_split=0)
+    no_val = module(SuperResFolders(train_root=str(tmp_path / "hr")), val_split=0)
     assert no_val.val_dataloader() == []
     assert len(no_val._dataset("train", train=True)) == 5
     with pytest.raises(InputError, match="no test images"):
@@ -203,7 +204,7 @@ def test_training_runs_without_validation_when_val_split_is_zero(tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
     trainer = cpu_trainer(max_epochs=2)
-    trainer.fit(Upscale(), module(train_root=str(tmp_path / "hr"), val_split=0))
+    trainer.fit(Upscale(), module(SuperResFolders(train_root=str(tmp_path / "hr")), val_split=0))
     assert trainer.global_step == 2
 
 
@@ -212,8 +213,7 @@ def test_predict_root_gives_whole_lr_images_and_test_root_is_tested(tmp_path):
     hr_folder(tmp_path / "test", 1, height=24, width=28, seed=5)
     save(tmp_path / "lr" / "photo.png", image(9, 11, 7))
     dm = module(
-        train_root=str(tmp_path / "train"),
-        test_root=str(tmp_path / "test"),
+        SuperResFolders(train_root=str(tmp_path / "train"), test_root=str(tmp_path / "test")),
         predict_root=str(tmp_path / "lr"),
     )
     dm.setup("predict")
@@ -223,14 +223,41 @@ def test_predict_root_gives_whole_lr_images_and_test_root_is_tested(tmp_path):
     (test,) = list(dm.test_dataloader())
     assert test["hr"].shape == (1, 3, 24, 28) and test["lr"].shape == (1, 3, 6, 7)
 
-    without = module(train_root=str(tmp_path / "train"), test_root=str(tmp_path / "test"))
+    without = module(SuperResFolders(train_root=str(tmp_path / "train"), test_root=str(tmp_path / "test")))
     (lr_only,) = list(without.predict_dataloader())
     assert set(lr_only) == {"lr", "path"} and torch.equal(lr_only["lr"], test["lr"])
 
 
+def test_predicting_a_folder_reads_nothing_of_the_source(tmp_path):
+    # The training folders of the config are not on this machine: predicting LR photos still works.
+    save(tmp_path / "lr" / "photo.png", image(9, 11, 7))
+    dm = module(SuperResFolders(train_root=str(tmp_path / "elsewhere")), predict_root=str(tmp_path / "lr"))
+    dm.setup("predict")
+    (predict,) = list(dm.predict_dataloader())
+    assert predict["lr"].shape == (1, 3, 9, 11)
+    with pytest.raises(MissingInputError, match="elsewhere"):
+        dm.val_dataloader()
+
+
+def test_hyperparameters_are_plain_and_preprocessing_says_pixels_stay_in_0_1(tmp_path):
+    dm = module(SuperResFolders(train_root=str(tmp_path), val_root="val"), scale=2, loader={"num_workers": 0})
+    assert dm.hparams["source"] == {
+        "class_path": "vision_lightning.data.superres_sources.SuperResFolders",
+        "init_args": {
+            "train_root": str(tmp_path), "val_root": "val", "test_root": None,
+            "train_lr_root": None, "val_lr_root": None, "test_lr_root": None,
+        },
+    }  # fmt: skip
+    assert dm.hparams["scale"] == 2 and dm.loader.num_workers == 0
+    assert dm.preprocessing() == {
+        "image_size": 16, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "scale": 2, "channels": 3,
+    }  # fmt: skip
+    assert module().hparams["source"]["init_args"] == {"samples": 8, "size": 32, "seed": 42}
+
+
 def test_image_size_may_change_between_epochs(tmp_path):
     hr_folder(tmp_path / "hr", 2)
-    dm = module(train_root=str(tmp_path / "hr"), val_split=0)
+    dm = module(SuperResFolders(train_root=str(tmp_path / "hr")), val_split=0)
     dm.setup("fit")
     dm.image_size, dm.batch_size = 32, 1
     batch = next(iter(dm.train_dataloader()))
@@ -271,7 +298,9 @@ def test_paired_folders_give_aligned_crops_under_the_same_transform(tmp_path):
         hr_images[str(tmp_path / "hr" / f"{stem}.png")] = to_float_tensor(hr)
         lr_images[str(tmp_path / "hr" / f"{stem}.png")] = to_float_tensor(lr)
     dm = module(
-        train_root=str(tmp_path / "hr"), train_lr_root=str(tmp_path / "lr"), val_split=0, image_size=48
+        SuperResFolders(train_root=str(tmp_path / "hr"), train_lr_root=str(tmp_path / "lr")),
+        val_split=0,
+        image_size=48,
     )
     dataset = dm._dataset("train", train=True)
     assert len(dataset) == 3
@@ -285,7 +314,9 @@ def test_paired_folders_give_aligned_crops_under_the_same_transform(tmp_path):
         assert (downscale(item["hr"], 4)[inner] - item["lr"][inner]).abs().max() <= 2.5 / 255
 
     (val_item,) = items(
-        module(val_root=str(tmp_path / "hr"), val_lr_root=str(tmp_path / "lr"))._dataset("val")
+        module(SuperResFolders(val_root=str(tmp_path / "hr"), val_lr_root=str(tmp_path / "lr")))._dataset(
+            "val"
+        )
     )[:1]
     assert torch.equal(val_item["lr"], lr_images[val_item["path"]])  # the LR file, not a new downscale
 
@@ -293,7 +324,9 @@ def test_paired_folders_give_aligned_crops_under_the_same_transform(tmp_path):
 def test_paired_sizes_that_do_not_match_the_scale_are_reported(tmp_path):
     save(tmp_path / "hr" / "a.png", image(36, 40, 0))
     save(tmp_path / "lr" / "ax4.png", image(9, 11, 0))
-    dm = module(train_root=str(tmp_path / "hr"), train_lr_root=str(tmp_path / "lr"), val_split=0)
+    dm = module(
+        SuperResFolders(train_root=str(tmp_path / "hr"), train_lr_root=str(tmp_path / "lr")), val_split=0
+    )
     with pytest.raises(InputError) as error:
         dm.setup("fit")
     message = str(error.value)
@@ -304,7 +337,7 @@ def test_paired_sizes_that_do_not_match_the_scale_are_reported(tmp_path):
 def test_a_training_image_smaller_than_the_crop_is_reported_before_training(tmp_path):
     hr_folder(tmp_path / "hr", 2)
     small = save(tmp_path / "hr" / "tiny.png", image(30, 20, 3))
-    dm = module(train_root=str(tmp_path / "hr"), image_size=32, val_split=0)
+    dm = module(SuperResFolders(train_root=str(tmp_path / "hr")), image_size=32, val_split=0)
     with pytest.raises(InputError) as error:
         dm.setup("fit")
     message = str(error.value)
@@ -314,38 +347,40 @@ def test_a_training_image_smaller_than_the_crop_is_reported_before_training(tmp_
 
 def test_scale_and_image_size_are_checked():
     with pytest.raises(InputError, match="scale must be 2, 3 or 4, got 5"):
-        module(scale=5, synthetic_samples=4, image_size=20, synthetic_size=20)
+        module(SyntheticTextureImages(samples=4, size=20), scale=5, image_size=20)
     with pytest.raises(InputError, match="image_size 18 must be a multiple of scale 4"):
-        module(image_size=18, synthetic_samples=4)
+        module(SyntheticTextureImages(samples=4), image_size=18)
     with pytest.raises(InputError, match="train_root"):
-        module()
-    with pytest.raises(InputError, match="must not be set"):
-        module(synthetic_samples=4, train_root="somewhere")
-    assert module(synthetic_samples=4, predict_root="photos").predict_root.name == "photos"
-    with pytest.raises(InputError, match="synthetic_size 8"):
-        module(synthetic_samples=4, synthetic_size=8)
+        SuperResFolders()
+    with pytest.raises(InputError, match="source must be a SuperResSource"):
+        module("synthetic")
+    assert module(SyntheticTextureImages(samples=4), predict_root="photos").predict_root.name == "photos"
+    with pytest.raises(InputError, match="SyntheticTextureImages size 8 is smaller than the training crop"):
+        module(SyntheticTextureImages(samples=4, size=8))
+    with pytest.raises(InputError, match="samples must be at least 1, got 0"):
+        SyntheticTextureImages(samples=0)
     with pytest.raises(InputError, match="train_lr_root"):
-        module(val_root="x", train_lr_root="y")
+        module(SuperResFolders(val_root="x", train_lr_root="y"))
     with pytest.raises(InputError, match="val_split"):
-        module(synthetic_samples=4, val_split=1.0)
+        module(SyntheticTextureImages(samples=4), val_split=1.0)
 
 
 def test_an_empty_or_missing_folder_is_reported_by_name(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match=f"train_root {tmp_path / 'empty'} has no images"):
-        module(train_root=str(tmp_path / "empty")).setup("fit")
+        module(SuperResFolders(train_root=str(tmp_path / "empty"))).setup("fit")
     with pytest.raises(MissingInputError, match="nowhere"):
-        module(train_root=str(tmp_path / "nowhere")).setup("fit")
+        module(SuperResFolders(train_root=str(tmp_path / "nowhere"))).setup("fit")
 
 
 def test_a_corrupt_image_is_skipped_with_a_warning_naming_it(tmp_path, caplog):
     paths = hr_folder(tmp_path / "hr", 3)
     bad = tmp_path / "hr" / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    dm = module(train_root=str(tmp_path / "hr"), val_split=0)
+    dm = module(SuperResFolders(train_root=str(tmp_path / "hr")), val_split=0)
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
     assert str(bad) in caplog.text
     assert {item["path"] for item in items(dm._dataset("train", train=True))} == {str(p) for p in paths}
     with pytest.raises(InputError, match="broken.png"):
-        module(train_root=str(tmp_path / "hr"), val_split=0, bad_images="error").setup("fit")
+        module(SuperResFolders(train_root=str(tmp_path / "hr")), val_split=0, bad_images="error").setup("fit")

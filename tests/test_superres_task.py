@@ -14,6 +14,7 @@ from PIL import Image
 from tests.conftest import cpu_trainer, run_cli
 from vision_lightning.callbacks.prediction_writer import PredictionWriter
 from vision_lightning.data.superres import SuperResDataModule
+from vision_lightning.data.superres_sources import SyntheticTextureImages
 from vision_lightning.data.textures import SyntheticTextures
 from vision_lightning.metrics.superres import SuperResScores, image_scores, rgb_to_y
 from vision_lightning.models.superres import create_superres_model
@@ -27,7 +28,7 @@ QUICKSTART = ROOT / "configs/quickstart/superres.yaml"
 
 
 def small_data(scale: int = 2, **kwargs) -> SuperResDataModule:
-    args = {"synthetic_samples": 16, "synthetic_size": 48, "image_size": 24, "batch_size": 8}
+    args = {"source": SyntheticTextureImages(samples=16, size=48), "image_size": 24, "batch_size": 8}
     return SuperResDataModule(scale=scale, **{**args, **kwargs})
 
 
@@ -208,7 +209,7 @@ def test_predict_writes_upscaled_pngs(tmp_path):
 def test_cli_fit_then_predict_from_the_checkpoint(tmp_path):
     run = tmp_path / "run"
     common = ["--config", QUICKSTART, "--trainer.default_root_dir", run, "--trainer.enable_progress_bar", "false",
-              "--data.init_args.synthetic_samples", "8", "--data.init_args.patches_per_image", "1"]  # fmt: skip
+              "--data.init_args.source.init_args.samples", "8", "--data.init_args.patches_per_image", "1"]  # fmt: skip
     run_cli("fit", *common, "--trainer.max_epochs", "1", "--checkpoint.dirpath", run / "checkpoints")
     run_cli("predict", *common, "--ckpt_path", run / "checkpoints/last.ckpt", "--trainer.logger", "false",
             "--prediction_writer.output_dir", run / "predictions")  # fmt: skip

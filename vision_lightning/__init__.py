@@ -1,7 +1,7 @@
 """vision_lightning: computer-vision training with PyTorch Lightning."""
 
 from vision_lightning.callbacks import (
-    BackboneFinetuning,
+    BackboneFreezeUnfreeze,
     FeatureMapLogger,
     LRFinder,
     PredictionWriter,
@@ -25,6 +25,7 @@ from vision_lightning.models import (
     create_style_model,
     create_superres_model,
 )
+from vision_lightning.optim import OneCycleLR, WarmupCosineLR, parameter_groups
 from vision_lightning.tasks import (
     BaseTask,
     ClassifierModule,
@@ -38,7 +39,7 @@ from vision_lightning.tasks import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackboneFinetuning",
+    "BackboneFreezeUnfreeze",
     "BaseTask",
     "ClassifierModule",
     "EmbeddingDataModule",
@@ -47,6 +48,9 @@ __all__ = [
     "FeatureLoss",
     "FeatureNetwork",
     "ImageClassificationDataModule",
+    "OneCycleLR",
+    "WarmupCosineLR",
+    "parameter_groups",
     "KNNClassifierModule",
     "LRFinder",
     "PredictionWriter",

@@ -4,9 +4,14 @@
 - data-defined arguments linked into the model, so nobody writes them twice: `num_classes`,
   `class_names`, `label_mode`, `mode`, `ignore_index`, `scale`, `style_image`, `style_size`, `num_features`, and `channels` -> `in_channels` (Lightning #9473, #17275);
   a link whose target the chosen model lacks is skipped;
-- always on: checkpointing (`--checkpoint.*`, best by `val_loss` plus `last.ckpt` for resuming),
+- `--optimizer` / `--lr_scheduler` (Lightning's own arguments) are handed to the model's
+  `optimizer` / `lr_scheduler`, so the task still builds its parameter groups;
+- always on: checkpointing (`--checkpoint.*`, best by `val/loss` plus `last.ckpt` for resuming),
   learning-rate monitoring (`--lr_monitor.*`) and prediction files (`--prediction_writer.output_dir`);
-- the Trainer's default TensorBoard logger under `trainer.default_root_dir`;
+- the default logger is TensorBoard (`QuietTensorBoardLogger`) under `trainer.default_root_dir`;
+- the resolved config is saved in the run's log folder (or beside its checkpoints without a
+  logger), never over a file that is already there;
+- `predict_images --ckpt_path FILE --images FOLDER`: predictions from a checkpoint alone;
 - `lr_find`: the learning-rate range test on the same model and data (vision_lightning/lr_find.py);
   its arguments come from `VisionTrainer.lr_find`, the Trainer class used for every subcommand;
 - bad input ends with one line (`error: ...`) and exit status 2, not a traceback.
@@ -14,12 +19,15 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 import vision_lightning  # noqa: F401  (registers the modules and data modules for short class names)
 from vision_lightning.callbacks.checkpoint import ModelCheckpoint
@@ -41,15 +49,60 @@ DATA_TO_MODEL_LINKS = {
 }
 
 
+class LoggedLearningRates(LearningRateMonitor):
+    """Lightning's LearningRateMonitor, idle in a run without a logger (`--trainer.logger false`)
+    instead of refusing to start."""
+
+    def on_train_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_epoch_start(trainer, *args, **kwargs)
+
+
+class SaveRunConfig(SaveConfigCallback):
+    """The resolved config as `config.yaml` in the run's log folder (beside the checkpoints when
+    there is no logger; nowhere without either), never over an existing file (`config_1.yaml`...)."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        folder = _run_folder(trainer)
+        if folder is not None and trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / self.config_filename
+            count = 0
+            while path.exists():
+                count += 1
+                path = (
+                    folder / f"{Path(self.config_filename).stem}_{count}{Path(self.config_filename).suffix}"
+                )
+            self.parser.save(self.config, path, skip_none=False, overwrite=False, multifile=self.multifile)
+        self.already_saved = trainer.strategy.broadcast(True)
+
+
+def _run_folder(trainer: pl.Trainer) -> Path | None:
+    if trainer.loggers:
+        return Path(trainer.log_dir) if trainer.log_dir else None
+    checkpoint = trainer.checkpoint_callback
+    dirpath = getattr(checkpoint, "dirpath", None)
+    return Path(dirpath) if dirpath else None
+
+
 class VisionCLI(LightningCLI):
     def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
-        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("save_config_callback", SaveRunConfig)
         super().__init__(
             pl.LightningModule,
             pl.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
-            auto_configure_optimizers=False,  # optimizers are chosen by name in the model's arguments
             trainer_class=VisionTrainer,  # adds the lr_find subcommand
             args=args,
             run=run,
@@ -65,14 +118,14 @@ class VisionCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
-                "checkpoint.monitor": "val_loss",
+                "checkpoint.monitor": "val/loss",
                 "checkpoint.mode": "min",
                 "checkpoint.save_last": True,
-                "checkpoint.filename": "epoch{epoch:03d}-val_loss{val_loss:.4f}",
+                "checkpoint.filename": "epoch{epoch:03d}-val_loss{val/loss:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
-        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.add_lightning_class_args(LoggedLearningRates, "lr_monitor")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         for source, target in DATA_TO_MODEL_LINKS.items():
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
@@ -86,15 +139,52 @@ class VisionCLI(LightningCLI):
             config["return_predictions"] = False
 
     def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        self._hand_optimizer_to_model(config)
+        self._default_logger(config)
+        if self.subcommand:
+            self._no_weights_before_checkpoint(config)
+
+    @staticmethod
+    def _hand_optimizer_to_model(config: Any) -> None:
+        """`--optimizer` / `--lr_scheduler` become the model's own `optimizer` / `lr_scheduler`
+        arguments (saved with its hyperparameters), instead of Lightning replacing the model's
+        `configure_optimizers` and with it the task's parameter groups."""
+        init_args = config.model.get("init_args") if config.get("model") else None
+        for key in ("optimizer", "lr_scheduler"):
+            value = config.get(key)
+            if value is None:
+                continue
+            if init_args is None or key not in init_args:
+                raise InputError(f"--{key} is given, but the model has no {key} argument to take it")
+            init_args[key] = value
+            config[key] = None
+
+    @staticmethod
+    def _default_logger(config: Any) -> None:
+        """TensorBoard without `hp_metric` and with the epoch out of the way (QuietTensorBoardLogger)."""
+        trainer = config.get("trainer")
+        if trainer is None or trainer.get("logger") not in (None, True):
+            return
+        root = trainer.get("default_root_dir") or "."
+        trainer["logger"] = Namespace(
+            class_path="vision_lightning.utils.loggers.QuietTensorBoardLogger",
+            init_args=Namespace(save_dir=str(root)),
+        )
+
+    @staticmethod
+    def _no_weights_before_checkpoint(config: Any) -> None:
         """With `--ckpt_path` the checkpoint holds every weight: do not download ImageNet weights or
         read a `weights:` file first (offline, predicting a `pretrained: true` recipe would fail)."""
-        if not self.subcommand or not self.config[self.subcommand].get("ckpt_path"):
+        if not config.get("ckpt_path"):
             return
-        init_args = self.config[self.subcommand].model.get("init_args")
+        init_args = config.model.get("init_args")
         if init_args is None:
             return
         overrides = [("pretrained", False), ("weights", None)]
-        if self.subcommand == "predict":  # a loss network is not used to predict (SR, style transfer)
+        if (
+            config.get("return_predictions", "absent") != "absent"
+        ):  # predict: a loss network is not used to predict (SR, style transfer)
             overrides += [("feature_pretrained", False), ("feature_weights", None)]
         for key, value in overrides:
             if key in init_args:
@@ -112,8 +202,31 @@ def _input_error(error: BaseException | None) -> InputError | None:
     return None
 
 
+def predict_images_command(argv: list[str]) -> None:
+    """`predict_images --ckpt_path FILE --images PATH [--output_dir DIR] [--batch_size N]`: the
+    checkpoint's task predicts the images with the preprocessing saved in it; files as `predict`
+    writes them."""
+    parser = argparse.ArgumentParser(
+        prog="python -m vision_lightning predict_images", description=predict_images_command.__doc__
+    )
+    parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by fit")
+    parser.add_argument("--images", required=True, help="an image file or a folder of images")
+    parser.add_argument("--output_dir", default="predictions", help="where the prediction files go")
+    parser.add_argument("--batch_size", type=int, default=8)
+    options = parser.parse_args(argv)
+    from vision_lightning.tasks.loading import load_task
+
+    task = load_task(options.ckpt_path)
+    path = task.predict_to_folder(options.images, options.output_dir, options.batch_size)
+    print(f"Predictions written to {path}")
+
+
 def main(args: Any = None) -> None:
+    argv = list(sys.argv[1:] if args is None else args)
     try:
+        if argv[:1] == ["predict_images"]:
+            predict_images_command(argv[1:])
+            return
         VisionCLI(args=args)
     except Exception as error:
         cause = _input_error(error)

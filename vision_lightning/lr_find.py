@@ -125,7 +125,7 @@ class LRFindResult:
             use = (
                 "this run trains with it"
                 if applied
-                else f"train with --model.init_args.lr {self.suggestion:.3g}"
+                else f"train with --model.init_args.optimizer.init_args.lr {self.suggestion:.3g}"
             )
             return (
                 f"Suggested learning rate {self.suggestion:.3g} (fast.ai's valley, {steps}; the loss "

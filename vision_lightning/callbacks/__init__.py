@@ -1,13 +1,12 @@
+from vision_lightning.callbacks.backbone_freeze_unfreeze import BackboneFreezeUnfreeze
 from vision_lightning.callbacks.checkpoint import ModelCheckpoint
 from vision_lightning.callbacks.feature_maps import FeatureMapLogger
-from vision_lightning.callbacks.finetuning import BackboneFinetuning
 from vision_lightning.callbacks.lr_finder import LRFinder
-from vision_lightning.callbacks.prediction_writer import CsvSink, PredictionWriter
+from vision_lightning.callbacks.prediction_writer import PredictionWriter
 from vision_lightning.callbacks.progressive_resizing import ProgressiveResizing, ResizeStage
 
 __all__ = [
-    "BackboneFinetuning",
-    "CsvSink",
+    "BackboneFreezeUnfreeze",
     "FeatureMapLogger",
     "LRFinder",
     "ModelCheckpoint",

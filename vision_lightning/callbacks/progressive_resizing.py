@@ -22,7 +22,7 @@ schedule) is checkpointed; on resume the stage of the resumed epoch is applied f
 Changing the batch size changes the number of optimizer steps per epoch, so a schedule built from
 `trainer.estimated_stepping_batches` (which sees only the first stage's loader) would be wrong;
 `stepping_batches_per_epoch` / `estimated_stepping_batches` give the counts over the whole schedule,
-and the project's tasks use them (`vision_lightning.tasks.optimization.build_scheduler`).
+and the project's tasks use them (`vision_lightning.optim.build_lr_scheduler`).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class ProgressiveResizing(pl.Callback):
     and `batch_size` attributes that its loaders read when built (all of this project's do). After
     `fit` the data module stays at the stage of the last epoch, so `trainer.validate/test` evaluate at
     the final size. A `configure_optimizers` of your own that sizes a schedule should read
-    `vision_lightning.tasks.optimization.estimated_stepping_batches(trainer)` (or this callback's
+    `vision_lightning.optim.estimated_stepping_batches(trainer)` (or this callback's
     `estimated_stepping_batches`) rather than `trainer.estimated_stepping_batches`.
     """
 

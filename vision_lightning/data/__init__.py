@@ -5,11 +5,15 @@ from vision_lightning.data.segmentation import SegmentationDataModule
 from vision_lightning.data.segmentation_sources import MaskFolders, PaletteMasks, RleCsv, SegmentationSource
 from vision_lightning.data.splits import group_split, stratified_folds, stratified_split, write_folds
 from vision_lightning.data.style import StyleTransferDataModule
+from vision_lightning.data.style_sources import ContentFolders, ContentSource, SyntheticTextureContent
 from vision_lightning.data.superres import SuperResDataModule
+from vision_lightning.data.superres_sources import SuperResFolders, SuperResSource, SyntheticTextureImages
 from vision_lightning.data.synthetic import SyntheticShapes, write_image_folder
 from vision_lightning.data.textures import SyntheticTextures
 
 __all__ = [
+    "ContentFolders",
+    "ContentSource",
     "EmbeddingDataModule",
     "ImageClassificationDataModule",
     "MaskFolders",
@@ -19,7 +23,11 @@ __all__ = [
     "SegmentationSource",
     "StyleTransferDataModule",
     "SuperResDataModule",
+    "SuperResFolders",
+    "SuperResSource",
     "SyntheticShapes",
+    "SyntheticTextureContent",
+    "SyntheticTextureImages",
     "SyntheticTextures",
     "VisionDataModule",
     "group_split",

@@ -98,6 +98,13 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         self.cache_images = cache_images
         self.bad_images = bad_images
 
+    @property
+    def hparams_initial(self):
+        """What loggers are shown, under `data/`: Lightning refuses to log a model and a data module
+        that share a key with different values (`class_names` given to one of them only)."""
+        initial = super().hparams_initial
+        return type(initial)({f"data/{k}": v for k, v in initial.items()})
+
     # ----------------------------------------------------------------- preprocessing
     @property
     def mean(self) -> tuple[float, ...]:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vision_lightning.callbacks.embedding_sink import embedding_file_name
-from vision_lightning.data.base import VisionDataModule
+from vision_lightning.data.base import LoaderOptions, VisionDataModule
+from vision_lightning.outputs.embeddings import embedding_file_name
 from vision_lightning.utils.errors import InputError, MissingInputError
 
 EXTRACT_COMMAND = (
@@ -74,7 +74,8 @@ class EmbeddingDataModule(VisionDataModule):
             without validation; `test_split` is optional.
         class_names: the classes in id order; by default those the extraction recorded, else the
             sorted label names of the training index (ids when the labels are numbers).
-        batch_size / num_workers / pin_memory / persistent_workers: loader settings.
+        batch_size: rows per batch.
+        loader: worker processes and memory pinning of every loader.
         predict_splits: predict these splits (one loader each) instead of test, else validation.
 
     `num_features`, `num_classes` and `class_names` are known right after construction (the CLI
@@ -91,14 +92,10 @@ class EmbeddingDataModule(VisionDataModule):
         test_split: str | None = None,
         class_names: list[str] | None = None,
         batch_size: int = 256,
-        num_workers: int = 0,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
+        loader: LoaderOptions = LoaderOptions(),
         predict_splits: list[str] | None = None,
     ) -> None:
-        super().__init__(
-            1, batch_size, num_workers, pin_memory, persistent_workers, None, None, predict_splits
-        )
+        super().__init__(1, batch_size, loader, predict_splits=predict_splits)
         self.root = Path(root)
         self.layer = layer
         self.split_names = {"train": train_split, "val": val_split, "test": test_split}
@@ -112,6 +109,9 @@ class EmbeddingDataModule(VisionDataModule):
         self._index = {key: self._read_index(name) for key, name in self.split_names.items()}
         self.num_features = int(np.load(self._array_path(train_split), mmap_mode="r").shape[1])
         self._sources: dict[str, EmbeddingDataset] = {}
+        # class_names are the model's (the CLI links them): Lightning refuses to log data and model
+        # hyperparameters that disagree, as a model built in Python without them would.
+        self.save_hyperparameters(ignore=["class_names"])
 
     @property
     def num_classes(self) -> int:

@@ -38,8 +38,6 @@ from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.images import drop_bad_images, list_images
 
 SegmentationMode = Literal["binary", "multiclass", "multilabel"]
-#: hyperparameters the CLI links into the model, where the loggers show them (see `hparams_initial`)
-MODEL_HPARAMS = ("mode", "num_classes", "class_names")
 
 
 class SegmentationDataModule(VisionDataModule):
@@ -113,14 +111,6 @@ class SegmentationDataModule(VisionDataModule):
         self._sources: dict[str, Split] = {}
         self._predict_images: list[Path] | None = None
 
-    @property
-    def hparams_initial(self):  # what Lightning hands the loggers
-        """The hyperparameters to log, less the model's own (`MODEL_HPARAMS`): Lightning stops a run
-        whose model and data module log one name with two values, and a model built in Python need
-        not repeat the class names (checkpoints keep them all: `hparams`)."""
-        initial = super().hparams_initial
-        return type(initial)({k: v for k, v in initial.items() if k not in MODEL_HPARAMS})
-
     # ----------------------------------------------------------------- classes
     @property
     def num_classes(self) -> int:
@@ -150,14 +140,14 @@ class SegmentationDataModule(VisionDataModule):
 
     def preprocessing(self) -> dict[str, Any]:
         """What inference needs besides size and mean/std: `channels` to read images with;
-        `whole_image` (with `crop`): evaluate whole images at their own size, padded by the model,
+        `whole_images` (with `crop`): evaluate whole images at their own size, padded by the model,
         instead of resizing them to `image_size`; and `mode`, `class_names`, `ignore_index` to turn
         logits into masks."""
         return {
             **super().preprocessing(),
             "channels": self.channels,
             "crop": self.crop,
-            "whole_image": self.crop,
+            "whole_images": self.crop,
             "mode": self.mode,
             "class_names": list(self.class_names),
             "ignore_index": self.ignore_index,

@@ -1,33 +1,29 @@
-"""StyleTransferDataModule: one style image and a folder of content images (COCO in Johnson et al.), or
-synthetic textures as content.
+"""StyleTransferDataModule: one style image and content images from a source (`ContentFolders`, COCO in
+Johnson et al., or `SyntheticTextureContent`: see `style_sources.py`).
 
 Batches are `{"image", "path"}`, float [0, 1] RGB (not ImageNet-normalised; the perceptual network
 normalises inside itself). Training content is a random square crop of the shorter side, resized to
 `image_size` and randomly flipped (the same as resizing the shorter side to `image_size` and cropping,
 with less to resize); validation takes the centre square; predict keeps images whole, one per batch.
-The style image is read once and handed to the task by `style_tensor()`.
+The style image is read once and handed to the task by `style_tensor()`; predicting needs none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from vision_lightning.data.base import Split, VisionDataModule
-from vision_lightning.data.datasets import FileSource, SampleSource, WholeImages
-from vision_lightning.data.splits import group_split
-from vision_lightning.data.textures import SyntheticTextures, TextureSource
+from vision_lightning.data.base import BadImages, LoaderOptions, Split, VisionDataModule
+from vision_lightning.data.datasets import SampleSource, WholeImages
+from vision_lightning.data.image_sets import folder_split
+from vision_lightning.data.style_sources import ContentSource, SyntheticTextureContent
 from vision_lightning.utils.errors import InputError, MissingInputError
-from vision_lightning.utils.images import (
-    read_image,
-    readable_images,
-    to_float_tensor,
-)
+from vision_lightning.utils.images import read_image, to_float_tensor
 from vision_lightning.utils.resize import bicubic_resize
 
 
@@ -79,124 +75,109 @@ class StyleTransferDataModule(VisionDataModule):
     """Content images for fast style transfer, and the style image.
 
     Args:
-        style_image: path of the style image (a painting).
+        source: where the content comes from: `ContentFolders` (train_root, val_root) or
+            `SyntheticTextureContent` (the default: generated textures, no download).
+        style_image: path of the style image (a painting); the CLI links it into the model. Needed
+            to fit, validate or test (unless the model has its own), not to predict: a model from a
+            checkpoint stylises without it.
         style_size: resize the style image so its shorter side is this many pixels (antialiased
             bicubic); None keeps it as it is. The style's brush strokes come out at this scale.
-        train_root: folder of content images, searched recursively (COCO train2014 in the paper).
-        val_root: folder of validation content images; without it `val_split` of the training images
-            (at least one, seeded by `split_seed`) are held out; val_split 0 means no validation.
         predict_root: folder of images to stylise at full resolution (default: the validation images).
-        predict_splits: predict these splits instead (`[train, val]`), one loader each.
-        synthetic_samples: > 0 uses that many synthetic textures as content instead of folders, with
-            a separate seeded set of max(4, synthetic_samples // 8) for validation.
+            Predicting it reads nothing of the source.
+        val_split / split_seed: without a validation set of the source's own (`val_root`), this
+            fraction of the training images (at least one; seeded) is held out; 0 means no validation.
         image_size: the square training and validation content size.
         batch_size: content images per training and validation batch; predict uses one image per batch
             (full-resolution images differ in size).
         bad_images: unreadable files are skipped with a warning naming them (`skip`), stop the run
             (`error`), or are not looked for (`off`).
         cache_images: decode every content image once into memory (for small content sets only).
+        loader: worker processes and memory pinning of every loader.
+        predict_splits: predict these splits instead (`[train, val]`), one loader each.
+
+    Images are not normalised: `preprocessing()` says mean 0 and std 1 (pixels in [0, 1]).
     """
 
     def __init__(
         self,
-        style_image: str,
+        source: ContentSource = SyntheticTextureContent(),
+        style_image: str | None = None,
         style_size: int | None = None,
-        train_root: str | None = None,
-        val_root: str | None = None,
         predict_root: str | None = None,
         val_split: float = 0.1,
         split_seed: int = 42,
-        synthetic_samples: int = 0,
         image_size: int = 256,
         batch_size: int = 4,
-        bad_images: Literal["skip", "error", "off"] = "skip",
+        bad_images: BadImages = "skip",
         cache_images: bool = False,
-        num_workers: int = 0,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
+        loader: LoaderOptions = LoaderOptions(),
         predict_splits: list[str] | None = None,
     ) -> None:
         super().__init__(
-            image_size, batch_size, num_workers, pin_memory, persistent_workers, None, None, predict_splits
-        )
-        if not style_image:
-            raise InputError("style_image must be the path of the style image")
-        if not Path(style_image).is_file():
+            image_size, batch_size, loader, cache_images=cache_images, bad_images=bad_images,
+            predict_splits=predict_splits,
+        )  # fmt: skip
+        if not isinstance(source, ContentSource):
+            raise InputError(
+                f"source must be a ContentSource (ContentFolders, SyntheticTextureContent), got {source!r}"
+            )
+        if style_image is not None and not style_image:
+            raise InputError("style_image must be the path of the style image (or null when only predicting)")
+        if style_image is not None and not Path(style_image).is_file():
             raise MissingInputError(f"style image {style_image} does not exist")
         if style_size is not None and style_size < 1:
             raise InputError(
                 f"style_size must be positive (or null to keep the style image's size), got {style_size}"
             )
-        roots = {"train_root": train_root, "val_root": val_root, "predict_root": predict_root}
-        given = [name for name, value in roots.items() if value]
-        if synthetic_samples < 0:
-            raise InputError(f"synthetic_samples must not be negative, got {synthetic_samples}")
-        if synthetic_samples and (train_root or val_root):
-            raise InputError(
-                f"synthetic_samples {synthetic_samples} uses synthetic content, so train_root and val_root "
-                "must not be set: set synthetic_samples 0 to use folders"
-            )
-        if not synthetic_samples and not given:
-            raise InputError(
-                "StyleTransferDataModule needs train_root (a folder of content images), or synthetic_samples > 0"
-            )
         if not 0.0 <= val_split < 1.0:
             raise InputError(f"val_split must be at least 0 and below 1, got {val_split}")
-        if bad_images not in ("skip", "error", "off"):
-            raise InputError(f"bad_images must be 'skip', 'error' or 'off', got {bad_images!r}")
-        self.style_image, self.style_size = str(style_image), style_size
-        self.train_root = Path(train_root) if train_root else None
-        self.val_root = Path(val_root) if val_root else None
+        self.source = source
+        self.style_image = str(style_image) if style_image is not None else None
+        self.style_size = style_size
         self.predict_root = Path(predict_root) if predict_root else None
         self.val_split, self.split_seed = val_split, split_seed
-        self.synthetic_samples = synthetic_samples
-        self.bad_images, self.cache_images = bad_images, cache_images
         self._style: Tensor | None = None
         self._sources: dict[str, Split] = {}
         self._built = False
+        # The style is the model's (the CLI links it; predicting needs none): Lightning refuses to log
+        # data and model hyperparameters that disagree, as a model built in Python without it would.
+        self.save_hyperparameters(ignore=["style_image", "style_size"])
 
     def style_tensor(self) -> Tensor:
         """The style image as (1, 3, H, W) float in [0, 1], resized by `style_size`; read once."""
+        if self.style_image is None:
+            raise InputError(
+                "StyleTransferDataModule has no style_image: set it to the style to learn "
+                "(needed to fit, validate or test)"
+            )
         if self._style is None:
             self._style = read_style_image(self.style_image, self.style_size)
         return self._style.clone()
 
-    # ----------------------------------------------------------------- sources
-    def _folder(self, split: str, root: Path) -> Split:
-        paths, keep = readable_images(root, self.bad_images, f"{split}_root {root}")
-        return FileSource(paths, None), keep
+    def preprocessing(self) -> dict[str, Any]:
+        """The base keys (mean 0, std 1: pixels in [0, 1], not normalised) and 3 channels: inference
+        stylises whole RGB images."""
+        return {**super().preprocessing(), "channels": 3}
 
-    def _build_sources(self) -> dict[str, Split]:
-        if self.synthetic_samples:
-            count, size = self.synthetic_samples, self.image_size
-            train = TextureSource(SyntheticTextures(count, size, self.split_seed), "synthetic")
-            val = TextureSource(
-                SyntheticTextures(max(4, count // 8), size, self.split_seed + 1), "synthetic_val"
-            )
-            return {"train": (train, list(range(count))), "val": (val, list(range(len(val))))}
-        sources: dict[str, Split] = {}
-        if self.train_root is not None:
-            source, keep = self._folder("train", self.train_root)
-            if self.val_root is None and self.val_split > 0:
-                train, val = group_split([source.paths[i] for i in keep], self.val_split, self.split_seed)
-                sources["train"] = (source, [keep[i] for i in train])
-                sources["val"] = (source, [keep[i] for i in val])
-            else:
-                sources["train"] = (source, keep)
-        if self.val_root is not None:
-            sources["val"] = self._folder("val", self.val_root)
-        return sources
+    def _normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # content stays in [0, 1]; the loss network normalises
 
     # ----------------------------------------------------------------- Lightning hooks
     def setup(self, stage: str | None = None) -> None:
-        """Read the style image (failing early when it cannot be read), then find and check content."""
-        self.style_tensor()
-        if not self._built:
-            sources = self._build_sources()
-            self._sources = self._cached(sources) if self.cache_images and sources else sources
+        """Read the style image (failing early when it cannot be read), then find and check content.
+        Predicting needs no style, and predicting `predict_root` reads nothing of the source."""
+        if stage != "predict" and self.style_image is not None:
+            self.style_tensor()
+        predict_folder = stage == "predict" and self.predict_root is not None and self.predict_splits is None
+        if not self._built and not predict_folder:
+            splits = self.source.build(self.image_size, self.val_split, self.split_seed, self.bad_images)
+            sources = self._cached(splits) if self.cache_images and splits else splits
+            self._sources = {**sources, **self._sources}  # keeps a predict set read before
             self._built = True
         if stage == "predict" and self.predict_root is not None and "predict" not in self._sources:
-            self._sources["predict"] = self._folder("predict", self.predict_root)
+            self._sources["predict"] = folder_split(
+                self.predict_root, f"predict_root {self.predict_root}", self.bad_images
+            )
 
     def _dataset(self, split: str, train: bool = False) -> Dataset:
         self.setup("predict" if split == "predict" else None)
@@ -226,6 +207,6 @@ class StyleTransferDataModule(VisionDataModule):
 
 def _missing_split_message(split: str) -> str:
     if split == "train":
-        return "there are no training images: set train_root (content images) or synthetic_samples"
-    hint = "predict_root, val_root" if split == "predict" else "val_root"
+        return "there are no training images: give the source a train_root (ContentFolders)"
+    hint = "predict_root, or give the source val_root" if split == "predict" else "the source's val_root"
     return f"there are no images to {split} on: set {hint}, or train_root with val_split > 0"

@@ -56,3 +56,20 @@ def build_transform(
         steps.append(A.Normalize(mean=mean, std=std, max_pixel_value=255.0))
     steps.append(ToTensorV2(transpose_mask=True))
     return A.Compose(steps)
+
+
+def eval_transform(preprocessing: dict) -> A.Compose:
+    """The evaluation transform a data module's `preprocessing()` describes (saved in checkpoints):
+    resize to `image_size` (or shorter side to `resize`, then centre crop; or no resizing with
+    `whole_images`, segmentation's crop training), normalise with `mean` / `std`, to a CHW tensor."""
+    size = preprocessing.get("image_size", 224)
+    geometry = [] if preprocessing.get("whole_images") else None
+    return build_transform(
+        size,
+        preprocessing.get("resize"),
+        None,
+        preprocessing.get("mean", IMAGENET_MEAN),
+        preprocessing.get("std", IMAGENET_STD),
+        int(preprocessing.get("channels", 3)),
+        geometry,
+    )

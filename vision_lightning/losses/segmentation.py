@@ -8,6 +8,7 @@ takes class weights and an ignore index. Every loss receives logits and the batc
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import segmentation_models_pytorch as smp
@@ -81,6 +82,31 @@ def _weights(spec: str | Mapping[str, float], mode: SegmentationMode) -> dict[st
     if "bce" in weights and mode == "multiclass":
         raise InputError("loss bce needs mode binary or multilabel; use ce for mode multiclass")
     return weights
+
+
+@dataclass(frozen=True)
+class SegmentationLoss:
+    """A segmentation loss with its options, for YAML: `loss: dice`, `loss: {bce: 0.5, dice: 0.5}`, or
+    `loss: {terms: {focal: 1}, args: {focal: {gamma: 3}}, class_weights: [1, 4]}`.
+
+    `terms`: a name (`bce`, `ce`, `dice`, `jaccard`, `focal`, `tversky`, `lovasz`), a mapping of
+    names to weights, or `auto` (ce for multiclass, else bce); `args`: extra arguments per term;
+    `class_weights`: one per class (see `build_segmentation_loss`)."""
+
+    terms: str | dict[str, float] = "auto"
+    args: dict[str, dict[str, Any]] | None = None
+    class_weights: list[float] | None = None
+
+
+def segmentation_loss_options(
+    loss: str | Mapping[str, float] | SegmentationLoss | Mapping[str, Any],
+) -> SegmentationLoss:
+    """`loss` as a SegmentationLoss (a name, a mapping of weights, the dataclass or its dict form)."""
+    if isinstance(loss, SegmentationLoss):
+        return loss
+    if isinstance(loss, Mapping) and set(loss) & {"terms", "args", "class_weights"}:
+        return SegmentationLoss(**dict(loss))
+    return SegmentationLoss(terms=dict(loss) if isinstance(loss, Mapping) else loss)
 
 
 def build_segmentation_loss(

@@ -1,9 +1,10 @@
-from vision_lightning.models.factory import available_backbones, create_backbone
+from vision_lightning.models.factory import available_backbones, backbone_data_config, create_backbone
 from vision_lightning.models.heads import build_head
 from vision_lightning.models.segmentation import (
     available_architectures,
     create_segmentation_model,
     predict_same_size,
+    segmentation_data_config,
 )
 from vision_lightning.models.style import create_style_model
 from vision_lightning.models.superres import create_superres_model, icnr_, load_for_scale
@@ -15,6 +16,7 @@ __all__ = [
     "UNet",
     "available_architectures",
     "available_backbones",
+    "backbone_data_config",
     "build_head",
     "create_backbone",
     "create_segmentation_model",
@@ -23,5 +25,6 @@ __all__ = [
     "icnr_",
     "load_for_scale",
     "predict_same_size",
+    "segmentation_data_config",
     "tiled_forward",
 ]

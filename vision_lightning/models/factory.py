@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import logging
 from functools import cache
-from typing import Literal
+from typing import Any, Literal
 
 import timm
 import torch
@@ -74,6 +74,33 @@ def resolve_backbone_name(name: str) -> tuple[str, str]:
     if source not in ("", "classic", "timm", "torchvision"):
         hint = "; prefixes are 'timm:' and 'torchvision:'"
     raise InputError(f"unknown backbone {name!r}{hint}")
+
+
+def backbone_data_config(name: str) -> dict[str, Any] | None:
+    """How the pretrained weights of backbone `name` expect their images, or None for ImageNet's.
+
+    A timm backbone (`convnext_tiny`, `timm:resnet18`, `vit_base_patch16_224.augreg_in1k`) gives
+    `{"mean": [3 floats], "std": [3 floats], "input_size": [C, H, W], "fixed_input_size": bool}` from
+    timm's pretrained config, a table inside timm: nothing is downloaded, no model is built. A ViT
+    then says mean and std 0.5, a CLIP model its own statistics; `fixed_input_size` is true where the
+    network only takes `input_size` (ViTs with fixed position embeddings).
+
+    None, meaning ImageNet statistics (the data module's default): the classic nets (no pretrained
+    weights), torchvision models (all trained on ImageNet-normalised images), and Hugging Face hub
+    names (`timm:hf-hub:...`), whose config lives online.
+    """
+    source, model_name = resolve_backbone_name(name)
+    if source != "timm" or "/" in model_name:
+        return None
+    config = timm.models.get_pretrained_cfg(model_name)
+    if config is None or config.mean is None or config.std is None:
+        return None
+    return {
+        "mean": [float(v) for v in config.mean],
+        "std": [float(v) for v in config.std],
+        "input_size": [int(v) for v in config.input_size],
+        "fixed_input_size": bool(config.fixed_input_size),
+    }
 
 
 def _download_error(name: str, error: Exception) -> DownloadError:

@@ -17,11 +17,24 @@ import segmentation_models_pytorch as smp
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vision_lightning.models.factory import backbone_data_config
 from vision_lightning.models.unet import PaperUNet, UNet
 from vision_lightning.utils.errors import DownloadError, InputError
 from vision_lightning.utils.weights import load_weights, read_state_dict
 
 CLASSIC_ARCHITECTURES = {"classic_unet": UNet, "paper_unet": PaperUNet}
+
+# smp's own encoders whose pretrained weights expect other statistics than ImageNet's: mean, std
+# (smp's pretrained settings; timm's configs of the same weights agree). smp 0.5+ only keeps them in
+# a config.json on the Hugging Face hub (`get_preprocessing_params` downloads it), so they are here.
+# Every other smp encoder was trained on ImageNet-normalised images.
+_HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+_DPN = ((124 / 255, 117 / 255, 104 / 255), (1 / (0.0167 * 255),) * 3)
+_SMP_ENCODER_STATISTICS = {
+    **dict.fromkeys(("inceptionv4", "inceptionresnetv2", "xception"), _HALF),
+    **dict.fromkeys((f"timm-tf_efficientnet_lite{i}" for i in range(5)), _HALF),
+    **dict.fromkeys(("dpn68", "dpn68b", "dpn92", "dpn98", "dpn107", "dpn131"), _DPN),
+}
 
 
 @cache
@@ -44,6 +57,26 @@ def _check_encoder(encoder: str) -> None:
         f"unknown smp encoder {encoder!r}: {hint}see segmentation_models_pytorch.encoders.get_encoder_names(), "
         "or use tu-<timm model name>"
     )
+
+
+def segmentation_data_config(encoder: str | None = None, arch: str = "Unet") -> dict[str, Any] | None:
+    """How the pretrained encoder of a segmentation network expects its images, or None for ImageNet's.
+
+    `tu-<timm name>` encoders give timm's pretrained config, as `backbone_data_config` does (mean,
+    std, input_size, fixed_input_size); smp's own encoders give `{"mean", "std"}` where their weights
+    were not trained on ImageNet-normalised images (Inception, Xception, DPN, EfficientNet-Lite) and
+    None otherwise, as do the classic U-Nets (no pretrained weights). Nothing is downloaded.
+    """
+    if arch.lower() in CLASSIC_ARCHITECTURES:
+        return None
+    encoder = encoder or "resnet34"
+    _check_encoder(encoder)
+    if encoder.startswith("tu-"):
+        return backbone_data_config(f"timm:{encoder[3:]}")
+    statistics = _SMP_ENCODER_STATISTICS.get(encoder)
+    if statistics is None:
+        return None
+    return {"mean": list(statistics[0]), "std": list(statistics[1])}
 
 
 def _load_weights(model: nn.Module, path: str) -> None:

@@ -1,78 +1,146 @@
 """BaseTask: what every task shares. A task reads top to bottom: `configure_models`,
 `configure_losses`, `configure_metrics`, then its steps (the TorchGeo trainer layout).
 
-Every task splits its network into `backbone` and `head`. All parameter groups are created in
-`configure_optimizers`, frozen ones included: freezing only switches `requires_grad`, so
-schedulers, DDP and resume never see a group appear mid-run (Lightning #8720, #20340, #21901).
-The backbone may be one group or several of consecutive layers, each at its own fraction of `lr`
-(discriminative learning rates, set by the `BackboneFinetuning` callback before the optimizer is
-built).
+Subclassing (a task of your own with one more argument and its own loss):
+
+    class FocalClassifier(ClassifierModule):
+        def __init__(self, gamma: float = 2.0, **kwargs):
+            super().__init__(**kwargs)
+            self.gamma = gamma
+            self.save_hyperparameters()
+
+        def configure_losses(self):
+            self.loss_fn = FocalLoss(self.gamma)
+
+The `configure_*` hooks run once the whole `__init__` chain has returned, so a subclass's own
+attributes exist when its model, loss and metrics are built. Each concrete task saves its own
+hyperparameters (`save_hyperparameters()` in its `__init__`), so `load_from_checkpoint(path)` needs
+nothing else.
+
+Optimizers and schedulers are injected (`optimizer: OptimizerCallable`, `lr_scheduler:
+LRSchedulerCallable`, as Lightning's CLI does): `optimizer: {class_path: torch.optim.AdamW, init_args:
+{lr: 3e-4, weight_decay: 0.05}}`. The task builds the parameter groups it hands them: the backbone
+(one group, or several of consecutive layers each at its own fraction of the learning rate, set by
+`BackboneFreezeUnfreeze`) and the head, with no weight decay on norms, biases and other 1-d
+parameters. Every group exists from the first step, so schedulers, DDP and resume never see a group
+appear mid-run (Lightning #8720, #20340, #21901).
+
+Batches (one contract, also in the README):
+
+| task | training / validation / test batch | predict batch |
+|---|---|---|
+| classification | `{"image": (N,C,H,W), "label": ids (N,) or rows (N,K)}` or `(image, label)` | `{"image"}`, optional `"path"` |
+| segmentation | `{"image": (N,C,H,W), "mask": (N,H,W) ids or (N,K,H,W) planes}` or `(image, mask)` | `{"image"}`, optional `"path"`, `"size"` (original H, W) |
+| super-resolution | `{"lr": (N,3,h,w), "hr": (N,3,sh,sw)}` in [0, 1] | `{"lr"}`, optional `"path"` |
+| style transfer | `{"image": (N,3,H,W)}` in [0, 1] | `{"image"}`, optional `"path"` |
+| features | `{"image", "label"?}` | `{"image"}`, optional `"path"`, `"label"` |
+
+Without `"path"`, outputs are named by index (`image_000012`); without `"size"`, masks keep the
+input size.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.fabric.utilities.cloud_io import _load as pl_load
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
-from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+from torch import Tensor, nn
 from torchmetrics import Metric
 
-from vision_lightning.tasks.layer_groups import backbone_layer_groups
-from vision_lightning.tasks.optimization import OptimizerName, SchedulerName, build_optimizer, build_scheduler
+from vision_lightning.models.freezing import freeze_module, keep_batchnorm_fixed
+from vision_lightning.optim import (
+    backbone_layer_groups,
+    build_lr_scheduler,
+    build_optimizer,
+    parameter_groups,
+)
+from vision_lightning.optim.factories import factory_argument, resolve_factory
 from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.hparams import PlainHyperparameters
+from vision_lightning.utils.loggers import describe_run, no_default_hp_metric
 from vision_lightning.utils.weights import check_compatible, strip_prefixes
 
 
-class BaseTask(pl.LightningModule):
+class _BuildAfterInit(type):
+    """Runs `_configure()` once the whole `__init__` chain of a task has returned, so the
+    `configure_*` hooks see every attribute a subclass sets after `super().__init__()`."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        task = super().__call__(*args, **kwargs)
+        if not task._configured:
+            task._configure()
+        return task
+
+    @property
+    def __signature__(cls) -> inspect.Signature:  # `inspect.signature(Task)` shows `__init__`'s arguments
+        signature = inspect.signature(cls.__init__)
+        return signature.replace(parameters=list(signature.parameters.values())[1:])
+
+
+class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterInit):
     backbone: nn.Module
     head: nn.Module
-    #: the metric that checkpointing and plateau schedules follow
-    monitor: str = "val_loss"
-    #: The backbone's learning rates as fractions of `lr`, one per group of consecutive layers, first
-    #: layers first (see `parameter_groups`); the head trains at `lr`. One group at `lr` unless
-    #: `set_backbone_lr_factors` is called before the optimizer is built (BackboneFinetuning does so
-    #: in `setup`, which Lightning calls before `configure_optimizers`).
+    #: the metric that checkpointing, plateau schedules and TensorBoard's HParams follow
+    monitor: str = "val/loss"
+    #: The backbone's learning rates as fractions of the optimizer's, one per group of consecutive
+    #: layers, first layers first; the head trains at the optimizer's rate. `BackboneFreezeUnfreeze`
+    #: sets them in `setup`, which Lightning calls before `configure_optimizers`.
     backbone_lr_factors: tuple[float, ...] = (1.0,)
-    #: True while a callback (BackboneFinetuning) decides at every epoch start whether the backbone
-    #: trains; a task's own freezing (SuperResModule's `new_layers_first`) then only adds to it.
+    #: True while a callback (BackboneFreezeUnfreeze) decides at every epoch start whether the
+    #: backbone trains; a task's own freezing (SuperResModule's `new_layers_first`) then only adds to it.
     backbone_scheduled: bool = False
     _bn_stats_fixed: bool = False
+    _configured: bool = False
 
     def __init__(
         self,
-        optimizer: OptimizerName = "adam",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        nesterov: bool = False,
-        scheduler: SchedulerName | None = None,
-        scheduler_args: dict[str, Any] | None = None,
-        warmup_epochs: float = 0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
         freeze_backbone: bool | int = False,
     ) -> None:
         super().__init__()
-        # Arguments given as ready modules (a backbone, say) are not hyperparameters: keep them
-        # aside for configure_models; everything else is saved so load_from_checkpoint(path) works.
-        frame = inspect.currentframe().f_back
-        self.init_modules = {
-            k: v
-            for k, v in frame.f_locals.items()
-            if isinstance(v, nn.Module) and k not in ("self", "__class__")
-        }
-        self.save_hyperparameters(ignore=list(self.init_modules), frame=frame)
+        self.optimizer_factory = resolve_factory(optimizer, "optimizer")
+        self.lr_scheduler_factory = resolve_factory(lr_scheduler, "lr_scheduler")
+        if not (
+            isinstance(freeze_backbone, bool) or (isinstance(freeze_backbone, int) and freeze_backbone >= 0)
+        ):
+            raise InputError(
+                f"freeze_backbone must be true, false or a number of children, got {freeze_backbone!r}"
+            )
+        self.freeze_backbone_setting = freeze_backbone
+        self._lr: float | None = None
+        #: how evaluation prepared images (from the data module; saved in checkpoints) for `predict_images`
+        self.preprocessing: dict[str, Any] = {}
+
+    def hold_module(self, name: str, value: Any) -> None:
+        """Keep a ready `nn.Module` given to `__init__` (a backbone, an arch) for `configure_models`,
+        outside the module tree until it is placed there (a name or None is kept as None). Such a
+        module is not a hyperparameter: `load_from_checkpoint` then needs it passed again."""
+        held = self.__dict__.setdefault("_given_modules", {})
+        held[name] = value if isinstance(value, nn.Module) else None
+
+    @property
+    def given_modules(self) -> dict[str, nn.Module | None]:
+        return self.__dict__.setdefault("_given_modules", {})
+
+    def _configure(self) -> None:
+        self._configured = True
         self.configure_models()
         self.configure_losses()
         self.configure_metrics()
-        if freeze_backbone is True:
+        freeze = self.freeze_backbone_setting
+        if freeze is True:
             self.freeze_backbone()
-        elif freeze_backbone:  # an int: the backbone's first N children (seed 002)
-            self.freeze_backbone(children=int(freeze_backbone))
+        elif freeze:  # an int: the backbone's first N children (seed 002)
+            self.freeze_backbone(children=int(freeze))
 
     def configure_models(self) -> None:
         raise NotImplementedError
@@ -82,6 +150,46 @@ class BaseTask(pl.LightningModule):
 
     def configure_metrics(self) -> None:
         pass
+
+    @property
+    def data_config(self) -> dict[str, Any] | None:
+        """The preprocessing the network was pretrained with (`mean`, `std`, `input_size`): a timm
+        backbone's pretrained config. Data modules use it when their mean/std are not given."""
+        return None
+
+    # ---------------------------------------------------------------- batches
+    @staticmethod
+    def unpack(batch: Any, target_key: str | None = None) -> dict[str, Any]:
+        """The batch as a dict: `(image, target)` tuples of a data module of your own become
+        `{"image": image, target_key: target}`; a lone tensor is `{"image": tensor}`."""
+        if isinstance(batch, Mapping):
+            return dict(batch)
+        if isinstance(batch, Tensor):
+            return {"image": batch}
+        if isinstance(batch, Sequence) and 1 <= len(batch) <= 2 and isinstance(batch[0], Tensor):
+            if len(batch) == 1 or target_key is None:
+                return {"image": batch[0]}
+            return {"image": batch[0], target_key: batch[1]}
+        raise InputError(
+            f"a batch must be a dict or an (image, target) tuple, got {type(batch).__name__}"
+            + (f" of {len(batch)} items" if isinstance(batch, Sequence) else "")
+        )
+
+    def batch_names(
+        self, batch: Mapping[str, Any], count: int, batch_idx: int, key: str = "path"
+    ) -> list[str]:
+        """The batch's `"path"` entries, or names by position (`image_000012`) without them."""
+        if key in batch:
+            return [str(p) for p in batch[key]]
+        size = self._predict_batch_size or count
+        self._predict_batch_size = size
+        start = batch_idx * size
+        return [f"image_{start + i:06d}" for i in range(count)]
+
+    _predict_batch_size: int | None = None
+
+    def on_predict_start(self) -> None:
+        self._predict_batch_size = None
 
     # ---------------------------------------------------------------- freezing
     @property
@@ -95,8 +203,7 @@ class BaseTask(pl.LightningModule):
         if children is not None and not 0 < children <= len(parts):
             raise InputError(f"freeze_backbone={children}: the backbone has {len(parts)} child modules")
         for part in parts[:children]:
-            part.requires_grad_(False)
-            part.eval()
+            freeze_module(part)
 
     def unfreeze_backbone(self, freeze_bn_stats: bool = False) -> None:
         """Train the whole backbone again. `freeze_bn_stats` keeps its BatchNorm layers in eval mode,
@@ -105,15 +212,8 @@ class BaseTask(pl.LightningModule):
         self.backbone.requires_grad_(True)
         self.backbone.train(self.training)
         self._bn_stats_fixed = freeze_bn_stats
-        self._keep_bn_stats_fixed()
-
-    def _keep_bn_stats_fixed(self) -> None:
-        """The backbone's BatchNorm layers in eval mode while `unfreeze_backbone(freeze_bn_stats=True)`
-        holds; called again by `train()`, which would otherwise put them back in training mode."""
-        if self._bn_stats_fixed:
-            for module in self.backbone.modules():
-                if isinstance(module, _BatchNorm):
-                    module.eval()
+        if freeze_bn_stats:
+            keep_batchnorm_fixed(self.backbone)
 
     def _frozen_parts(self) -> list[nn.Module]:
         if self.backbone_frozen:
@@ -125,34 +225,38 @@ class BaseTask(pl.LightningModule):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if mode:
+        if mode and self._configured:
             for part in self._frozen_parts():
                 part.eval()
-            self._keep_bn_stats_fixed()
+            if self._bn_stats_fixed:
+                keep_batchnorm_fixed(self.backbone)
         return self
 
-    def on_fit_start(self) -> None:
-        """Fresh metric states: a `trainer.validate` before `fit` leaves them created under inference
-        mode, and updating those in place during fit fails."""
-        for module in self.modules():
-            if isinstance(module, Metric):
-                module.reset()
+    # ---------------------------------------------------------------- logging
+    def log_loss(
+        self, stage: str, loss: Tensor, batch_size: int, parts: Mapping[str, Tensor] | None = None
+    ) -> None:
+        """`<stage>/loss` (training: per step and per epoch), and each term of a combined loss."""
+        train = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=True, batch_size=batch_size,
+                 sync_dist=not train)  # fmt: skip
+        for name, value in (parts or {}).items():
+            self.log(f"{stage}/loss_{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
 
-    # ---------------------------------------------------------------- metrics
     def _log_epoch_metrics(self, stage: str) -> None:
         """Log `<stage>_metrics` (a torchmetrics Metric or MetricCollection whose compute() gives a
-        dict) once per epoch: they are updated every step, but handing Lightning the metrics on every
-        step costs milliseconds per step for the same figures. Names get the `<stage>_` prefix;
-        per-class names (`iou_class/<name>`) stay off the progress bar."""
+        dict) once per epoch as `<stage>/<name>`: they are updated every step, but handing Lightning
+        the metrics on every step costs milliseconds per step for the same figures. Per-class values
+        (`<stage>/iou_class/<name>`) stay off the progress bar."""
         metrics = getattr(self, f"{stage}_metrics", None)
         if metrics is None:  # a task without metrics for this stage (style transfer has only losses)
             return
         parts = [metrics] if isinstance(metrics, Metric) else list(metrics.values())
         if any(part.update_count for part in parts):
-            prefix = f"{stage}_"
+            prefix = f"{stage}/"
             values = {k if k.startswith(prefix) else prefix + k: v for k, v in metrics.compute().items()}
-            self.log_dict({k: v for k, v in values.items() if "/" not in k}, prog_bar=stage != "train")
-            per_class = {k: v for k, v in values.items() if "/" in k}
+            self.log_dict({k: v for k, v in values.items() if k.count("/") == 1}, prog_bar=stage != "train")
+            per_class = {k: v for k, v in values.items() if k.count("/") > 1}
             if per_class:
                 self.log_dict(per_class)
         metrics.reset()
@@ -163,7 +267,30 @@ class BaseTask(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
 
+    def on_fit_start(self) -> None:
+        """Fresh metric states (a `trainer.validate` before `fit` leaves them created under inference
+        mode, and updating those in place during fit fails); TensorBoard's layout and HParams."""
+        for module in self.modules():
+            if isinstance(module, Metric):
+                module.reset()
+        describe_run(self.trainer, self.hparams_initial, self.monitor, self.chart_layout())
+
+    def chart_layout(self) -> dict[str, list[str]]:
+        """TensorBoard charts that put training and validation curves of one quantity together
+        (chart title: tag patterns)."""
+        return {"loss": [r"train/loss_epoch", r"val/loss"]}
+
     # ---------------------------------------------------------------- optimisation
+    @property
+    def lr(self) -> float | None:
+        """The optimizer's learning rate (the head's; the backbone's is a fraction of it). Setting it
+        (the learning-rate finder does) overrides the optimizer's own."""
+        return self._lr if self._lr is not None else factory_argument(self.optimizer_factory, "lr")
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = float(value)
+
     def set_backbone_lr_factors(self, factors: Sequence[float]) -> None:
         """Split the backbone into `len(factors)` groups of consecutive layers (first layers first)
         whose learning rates are `lr * factor` (seed 004: `[0.01, 0.1]` gives lr/100, lr/10 and the
@@ -175,33 +302,28 @@ class BaseTask(pl.LightningModule):
         self.backbone_lr_factors = factors
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Named groups, frozen parameters included (the optimizer skips parameters without grads):
-        the backbone as `backbone` (or `backbone_0`, `backbone_1`, ... with several factors) at
-        `lr * factor`, then everything else as `head` at `lr`. Each group records its `lr_factor`,
-        so a resume can tell whether it continues the same groups."""
-        lr, factors = self.hparams.lr, self.backbone_lr_factors
-        layers = backbone_layer_groups(self.backbone, len(factors))
-        names = ["backbone"] if len(factors) == 1 else [f"backbone_{i}" for i in range(len(factors))]
-        groups = [
-            {"name": name, "params": params, "lr": lr * factor, "lr_factor": factor}
-            for name, params, factor in zip(names, layers, factors)
-        ]
-        backbone_ids = {id(p) for p in self.backbone.parameters()}
-        rest = [p for p in self.parameters() if id(p) not in backbone_ids]
-        return [*groups, {"name": "head", "params": rest, "lr": lr, "lr_factor": 1.0}]
+        """The optimizer's groups (see `vision_lightning.optim.parameter_groups`)."""
+        return parameter_groups(self, self.backbone_lr_factors)
 
     def configure_optimizers(self):
-        hp = self.hparams
-        groups = [g for g in self.parameter_groups() if g["params"]]
-        optimizer = build_optimizer(groups, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.nesterov)
-        scheduler = build_scheduler(
-            optimizer, hp.scheduler, hp.scheduler_args, self.trainer, hp.warmup_epochs, self.monitor
-        )
+        optimizer = build_optimizer(self.optimizer_factory, self.parameter_groups(), self._lr)
+        scheduler = build_lr_scheduler(self.lr_scheduler_factory, optimizer, self._trainer, self.monitor)
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
 
-    # ---------------------------------------------------------------- checkpoints
+    # ---------------------------------------------------------------- checkpoints and inference
+    def setup(self, stage: str) -> None:
+        no_default_hp_metric(self.trainer)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if callable(getattr(datamodule, "preprocessing", None)):
+            self.preprocessing = datamodule.preprocessing()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["preprocessing"] = dict(self.preprocessing)
+        checkpoint["task_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another architecture with one sentence instead of torch's wall of keys."""
+        self.preprocessing = dict(checkpoint.get("preprocessing") or self.preprocessing)
         state_dict = strip_prefixes(checkpoint.get("state_dict", {}))
         checkpoint["state_dict"] = state_dict
         differences = _architecture_differences(checkpoint.get("hyper_parameters", {}), self.hparams)
@@ -221,31 +343,34 @@ class BaseTask(pl.LightningModule):
         saved = [(group.get("name"), group.get("lr_factor", 1.0)) for group in states[0]["param_groups"]]
         if any(name is None for name, _ in saved):  # groups of a task of the user's own
             return
-        current = [
-            (group["name"], group["lr_factor"]) for group in self.parameter_groups() if group["params"]
-        ]
+        current = [(group["name"], group["lr_factor"]) for group in self.parameter_groups()]
         if saved != current:
-            trained = [factor for name, factor in saved if name != "head"]
+            trained = sorted({factor for name, factor in saved if name.startswith("backbone")})
             raise InputError(
-                f"{source} was trained with backbone learning-rate factors {trained}, this run has "
-                f"{list(self.backbone_lr_factors)}: resume with the same BackboneFinetuning backbone_lr_factor "
-                "(no callback means [1.0])"
+                f"{source} was trained with other optimizer groups (backbone learning-rate factors "
+                f"{trained}; this run has {list(self.backbone_lr_factors)}): resume with the same "
+                "BackboneFreezeUnfreeze backbone_lr_factor (no callback means [1.0])"
             )
 
     @classmethod
     def load_from_checkpoint(
-        cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs
+        cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, weights_only=True, **kwargs
     ):
         """Lightning's, except that the network is not initialised from `pretrained` / `weights`
-        again, and a refusal names the architecture arguments that differ (Lightning writes
-        `kwargs` into the checkpoint's hyperparameters before `on_load_checkpoint` sees them)."""
-        # The checkpoint holds every weight: no ImageNet download, no re-reading a `weights:` file.
+        again, the file is read with `weights_only=True` whatever the environment says, and a
+        refusal names the architecture arguments that differ."""
+        if weights_only is not True:
+            raise InputError(
+                "vision_lightning checkpoints hold only weights and plain values: load them with weights_only=True"
+            )
         parameters = inspect.signature(cls.__init__).parameters
         for key, value in (("pretrained", False), ("weights", None)):
             if key in parameters:
                 kwargs.setdefault(key, value)
         try:
-            return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs
+            )
         except InputError as error:
             trained = pl_load(checkpoint_path, map_location="cpu", weights_only=True).get(
                 "hyper_parameters", {}
@@ -258,6 +383,66 @@ class BaseTask(pl.LightningModule):
             )
             raise InputError(message) from None
 
+    @torch.no_grad()
+    def predict_images(
+        self, images: str | Path | Iterable[str | Path], batch_size: int = 8
+    ) -> list[dict[str, Any]]:
+        """Predict image files (a file, a folder searched recursively, or a list of files), preparing
+        them the way evaluation did in training (the checkpoint's `preprocessing`): one result dict
+        per image with its `"path"` (see each task's `prediction_results` for the rest)."""
+        return [
+            result
+            for outputs in self._predict_files(images, batch_size)
+            for result in self.prediction_results(outputs)
+        ]
+
+    @torch.no_grad()
+    def predict_to_folder(
+        self, images: str | Path | Iterable[str | Path], output_dir: str | Path, batch_size: int = 8
+    ) -> Path:
+        """Like `predict_images`, but written as `predict` writes them (the task's `prediction_sink`)."""
+        folder = Path(output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        sink = self.prediction_sink(folder, "")
+        for outputs in self._predict_files(images, batch_size):
+            sink.write(outputs)
+        return sink.close()
+
+    def _predict_files(self, images: str | Path | Iterable[str | Path], batch_size: int) -> Iterable[Any]:
+        """`predict_step` outputs for batches made from the image files (see `predict_batches`)."""
+        from vision_lightning.utils.images import list_images, read_image
+
+        if isinstance(images, str | Path):
+            images = list_images(images) if Path(images).is_dir() else [Path(images)]
+        paths = [Path(p) for p in images]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise InputError(f"predict_images: no such image file(s): {', '.join(missing[:5])}")
+        if not paths:
+            raise InputError("predict_images: no images given (an empty folder?)")
+        channels = int(self.preprocessing.get("channels", 3))
+        was_training = self.training
+        self.eval()
+        try:
+            index = 0
+            for start in range(0, len(paths), batch_size):
+                chunk = paths[start : start + batch_size]
+                arrays = [read_image(p, channels) for p in chunk]
+                for batch in self.predict_batches(arrays, [str(p) for p in chunk]):
+                    batch = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+                    yield self.predict_step(batch, index)
+                    index += 1
+        finally:
+            self.train(was_training)
+
+    def predict_batches(self, images: list[Any], paths: list[str]) -> list[dict[str, Any]]:
+        """Predict batches (the task's batch contract) of decoded HWC uint8 images."""
+        raise NotImplementedError(f"{type(self).__name__} does not predict images from Python")
+
+    def prediction_results(self, outputs: dict[str, Any]) -> list[dict[str, Any]]:
+        """One result per image of a `predict_step` output."""
+        raise NotImplementedError(f"{type(self).__name__} does not predict images from Python")
+
 
 class NetworkTask(BaseTask):
     """A task whose whole network is `self.model`, built by name from `arch` or passed as a ready
@@ -267,15 +452,15 @@ class NetworkTask(BaseTask):
     backbone_child: str = "encoder"
     task_name: str = "task"
 
-    def _set_model(self, build: Callable[[], nn.Module]) -> None:
-        """`self.model` from an `arch` module given to `__init__`, else from `build()`."""
-        if "arch" in self.init_modules:
-            self.model = self.init_modules.pop("arch")
-            if not isinstance(getattr(self.model, self.backbone_child, None), nn.Module):
+    def _set_model(self, arch: nn.Module | None, build) -> None:
+        """`self.model` from a ready `arch` module, else from `build()`."""
+        if arch is not None:
+            if not isinstance(getattr(arch, self.backbone_child, None), nn.Module):
                 article = "an" if self.backbone_child[0] in "aeiou" else "a"
                 raise InputError(
                     f"a {self.task_name} network passed as arch needs {article} `{self.backbone_child}` attribute"
                 )
+            self.model = arch
         else:
             self.model = build()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import ConfusionMatrix, MetricCollection
 from torchmetrics.classification import (
@@ -27,11 +28,11 @@ from torchmetrics.classification import (
     MultilabelF1Score,
 )
 
-from vision_lightning.callbacks.prediction_writer import CsvSink
-from vision_lightning.models.factory import Cut, create_backbone
-from vision_lightning.models.heads import HeadName, build_head
+from vision_lightning.data.transforms import eval_transform
+from vision_lightning.models.factory import Cut, backbone_data_config, create_backbone
+from vision_lightning.models.heads import HeadName, HeadOptions, build_head, head_options
+from vision_lightning.outputs.files import CsvSink
 from vision_lightning.tasks.base import BaseTask
-from vision_lightning.tasks.optimization import OptimizerName, SchedulerName
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.loggers import log_image
 from vision_lightning.utils.visualize import (
@@ -72,7 +73,8 @@ class ClassifierModule(BaseTask):
             from `EmbeddingDataModule`, with the heads, metrics and CSV predictions of images).
         num_classes / class_names: linked from the data module by the CLI.
         label_mode: multiclass, binary (one logit), multilabel or soft (label rows).
-        head: `linear`, or `mlp` (seed 000: BN-Dropout-Linear-ReLU-BN-Dropout-Linear, `head_hidden` wide).
+        head: `linear`, `mlp`, or `{kind: mlp, hidden: 512, dropout: [0.25, 0.5]}` (seed 000's
+            BN-Dropout-Linear-ReLU-BN-Dropout-Linear head; see `HeadOptions`).
         cut: where a torchvision classifier is cut (see `create_backbone`).
         pretrained / weights: ImageNet weights by download, or a local state dict for the backbone.
         in_channels: 1 for grayscale input (linked from the data module's `channels`); by default
@@ -80,8 +82,13 @@ class ClassifierModule(BaseTask):
         num_features: the width of the features the head gets: required with `identity` (the CLI
             links it from EmbeddingDataModule); for a backbone module it spares the probe forward
             pass that measures it; for a named backbone, a check.
-        freeze_backbone: train the head only (seed 001's frozen VGG16 / MobileNetV2).
+        label_smoothing: for multiclass and soft cross entropy.
+        top_k: also report top-k accuracy when there are more than k classes.
         log_images: how many validation images to show in TensorBoard, titled true / predicted.
+        optimizer / lr_scheduler: injected factories (`{class_path: torch.optim.SGD, init_args:
+            {lr: 0.1, momentum: 0.9}}`; `vision_lightning.optim.OneCycleLR` / `WarmupCosineLR`
+            span the run); the task builds the parameter groups they get.
+        freeze_backbone: train the head only (seed 001's frozen VGG16 / MobileNetV2).
     """
 
     def __init__(
@@ -90,9 +97,7 @@ class ClassifierModule(BaseTask):
         num_classes: int = 10,
         class_names: list[str] | None = None,
         label_mode: LabelMode = "multiclass",
-        head: HeadName = "linear",
-        head_hidden: int = 2048,
-        head_dropout: tuple[float, float] = (0.25, 0.5),
+        head: HeadName | HeadOptions = "linear",
         cut: Cut = "last",
         pretrained: bool = False,
         weights: str | None = None,
@@ -101,14 +106,8 @@ class ClassifierModule(BaseTask):
         label_smoothing: float = 0.0,
         top_k: int = 5,
         log_images: int = 16,
-        optimizer: OptimizerName = "adam",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        nesterov: bool = False,
-        scheduler: SchedulerName | None = None,
-        scheduler_args: dict[str, Any] | None = None,
-        warmup_epochs: float = 0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
         freeze_backbone: bool = False,
     ) -> None:
         if label_mode not in ("multiclass", "binary", "multilabel", "soft"):
@@ -126,17 +125,10 @@ class ClassifierModule(BaseTask):
             )
         if num_features is not None and num_features < 1:
             raise InputError(f"num_features must be positive, got {num_features}")
-        super().__init__(
-            optimizer,
-            lr,
-            weight_decay,
-            momentum,
-            nesterov,
-            scheduler,
-            scheduler_args,
-            warmup_epochs,
-            freeze_backbone,
-        )
+        super().__init__(optimizer, lr_scheduler, freeze_backbone)
+        self.hold_module("backbone", backbone)
+        self.head_options = head_options(head)
+        self.save_hyperparameters()
 
     @property
     def class_names(self) -> list[str]:
@@ -145,8 +137,8 @@ class ClassifierModule(BaseTask):
     # ---------------------------------------------------------------- configure
     def configure_models(self) -> None:
         hp = self.hparams
-        if "backbone" in self.init_modules:
-            self.backbone = self.init_modules.pop("backbone")
+        if self.given_modules.get("backbone") is not None:
+            self.backbone = self.given_modules["backbone"]
             num_features = hp.num_features or _feature_size(self.backbone, hp.in_channels or 3)
         elif hp.backbone == IDENTITY:
             if hp.pretrained or hp.weights:
@@ -161,7 +153,7 @@ class ClassifierModule(BaseTask):
                     f"num_features is {hp.num_features} but backbone {hp.backbone!r} gives {num_features} features"
                 )
         outputs = 1 if hp.label_mode == "binary" else hp.num_classes
-        self.head = build_head(hp.head, num_features, outputs, hp.head_hidden, tuple(hp.head_dropout))
+        self.head = build_head(self.head_options, num_features, outputs)
 
     def configure_losses(self) -> None:
         mode, smoothing = self.hparams.label_mode, self.hparams.label_smoothing
@@ -192,13 +184,18 @@ class ClassifierModule(BaseTask):
             if mode == "soft":
                 metrics["auroc"] = AUROC(task="multiclass", num_classes=n, average="macro")
         collection = MetricCollection(metrics)
-        self.train_metrics = collection.clone(prefix="train_")
-        self.val_metrics = collection.clone(prefix="val_")
-        self.test_metrics = collection.clone(prefix="test_")
+        self.train_metrics = collection.clone(prefix="train/")
+        self.val_metrics = collection.clone(prefix="val/")
+        self.test_metrics = collection.clone(prefix="test/")
         self.val_confusion = (
             ConfusionMatrix(task="multiclass", num_classes=n) if mode != "multilabel" else None
         )
         self._samples: dict[str, Tensor] = {}
+
+    @property
+    def data_config(self) -> dict[str, Any] | None:
+        backbone = self.hparams.get("backbone")
+        return backbone_data_config(backbone) if isinstance(backbone, str) and backbone != IDENTITY else None
 
     # ---------------------------------------------------------------- forward and targets
     def forward(self, images: Tensor) -> Tensor:
@@ -242,34 +239,33 @@ class ClassifierModule(BaseTask):
             )
 
     # ---------------------------------------------------------------- steps
-    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(loss, logits, metric predictions, metric targets) of one batch; logs the loss."""
+    def _shared_step(self, batch: Any, stage: str) -> tuple[dict[str, Any], Tensor, Tensor, Tensor, Tensor]:
+        """(batch as a dict, loss, logits, metric predictions, metric targets); logs the loss."""
+        batch = self.unpack(batch, "label")
         images, target = batch["image"], batch["label"]
         self._check_targets(target)
         logits = self(images)
         loss = self._loss(logits, target)
-        predictions, metric_target = self._metric_inputs(logits, target)
+        predictions, metric_target = self._metric_inputs(logits.detach(), target)
         getattr(self, f"{stage}_metrics").update(predictions, metric_target)
-        self.log(
-            f"{stage}_loss",
-            loss,
-            on_step=stage == "train",
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(images),
-        )
-        return loss, logits, predictions, metric_target
+        self.log_loss(stage, loss, len(images))
+        return batch, loss, logits, predictions, metric_target
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")[0]
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")[1]
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        _, logits, predictions, target = self._shared_step(batch, "val")
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        batch, _, logits, predictions, target = self._shared_step(batch, "val")
         if self.val_confusion is not None:  # binary predictions are P(positive), the others rows
             classes = predictions.argmax(dim=1) if predictions.ndim == 2 else (predictions > 0.5).long()
             self.val_confusion.update(classes, target)
         # Only images are drawn: cached embeddings (N, D) have nothing to show.
-        if batch_idx == 0 and self.hparams.log_images and batch["image"].ndim == 4:
+        if (
+            batch_idx == 0
+            and self.hparams.log_images
+            and batch["image"].ndim == 4
+            and not self.trainer.sanity_checking
+        ):
             n = self.hparams.log_images
             self._samples = {
                 "image": batch["image"][:n].cpu(),
@@ -277,11 +273,35 @@ class ClassifierModule(BaseTask):
                 "logits": logits[:n].cpu(),
             }
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: Any, batch_idx: int) -> None:
         self._shared_step(batch, "test")
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return {"path": list(batch["path"]), "probs": self.probabilities(self(batch["image"])).float().cpu()}
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """`{"path": names, "probs": (N, num_classes)}`; names by index when the batch has no paths."""
+        batch = self.unpack(batch, "label")
+        probs = self.probabilities(self(batch["image"]).float()).cpu()
+        return {"path": self.batch_names(batch, len(probs), batch_idx), "probs": probs}
+
+    def predict_batches(self, images: list[Any], paths: list[str]) -> list[dict[str, Any]]:
+        transform = eval_transform(self.preprocessing)
+        return [{"image": torch.stack([transform(image=image)["image"] for image in images]), "path": paths}]
+
+    def prediction_results(self, outputs: dict[str, Any]) -> list[dict[str, Any]]:
+        """`{"path", "prediction": class name (multilabel: names joined by ';'), "probs": {name: p}}`."""
+        return [
+            {
+                "path": path,
+                "prediction": self._predicted_name(probs),
+                "probs": dict(zip(self.class_names, probs.tolist())),
+            }
+            for path, probs in zip(outputs["path"], outputs["probs"])
+        ]
+
+    def _predicted_name(self, probs: Tensor) -> str:
+        names = self.class_names
+        if self.hparams.label_mode == "multilabel":
+            return ";".join(names[i] for i in torch.nonzero(probs > 0.5).flatten().tolist())
+        return names[int(probs.argmax())]
 
     # ---------------------------------------------------------------- TensorBoard pictures
     def _label_text(self, values: Tensor) -> str:
@@ -326,10 +346,6 @@ class ClassifierModule(BaseTask):
 
         def rows(outputs: dict[str, Any]):
             for path, probs in zip(outputs["path"], outputs["probs"]):
-                if self.hparams.label_mode == "multilabel":
-                    label = ";".join(names[i] for i in torch.nonzero(probs > 0.5).flatten().tolist())
-                else:
-                    label = names[int(probs.argmax())]
-                yield [path, label, *(f"{p:.6f}" for p in probs.tolist())]
+                yield [path, self._predicted_name(probs), *(f"{p:.6f}" for p in probs.tolist())]
 
         return CsvSink(output_dir / f"predictions{suffix}.csv", ["path", "prediction", *columns], rows)

@@ -23,11 +23,13 @@ import lightning.pytorch as pl
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vision_lightning.callbacks.embedding_sink import EmbeddingSink
 from vision_lightning.models.factory import Cut, create_backbone
 from vision_lightning.models.layers import as_tensor_output, capture_outputs, find_layer
+from vision_lightning.outputs.embeddings import EmbeddingSink
+from vision_lightning.tasks.base import BaseTask
 from vision_lightning.tasks.loading import load_task_checkpoint
 from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.hparams import PlainHyperparameters
 from vision_lightning.utils.weights import load_weights
 
 Pool = Literal["avg", "max", "avgmax", "flatten"]
@@ -57,7 +59,7 @@ def pool_features(x: Tensor, pool: Pool = "avg", pool_size: int = 1) -> Tensor:
     return avg if top is None else 0.5 * (avg + top)
 
 
-class FeatureExtractModule(pl.LightningModule):
+class FeatureExtractModule(PlainHyperparameters, pl.LightningModule):
     """A frozen embedder: `forward(images)` gives `{layer: (N, D) float32}` for every requested layer.
 
     Args:
@@ -91,8 +93,7 @@ class FeatureExtractModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         module = backbone if isinstance(backbone, nn.Module) else None
-        # A ready module is not a hyperparameter (as in BaseTask); everything else is saved.
-        self.save_hyperparameters(ignore=["backbone"] if module is not None else None)
+        self.save_hyperparameters()  # a ready module is not saved (pass it again to load_from_checkpoint)
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         if not self.layers or len(set(self.layers)) != len(self.layers):
             raise InputError(f"layers must name one or more distinct layers, got {self.layers}")
@@ -159,9 +160,16 @@ class FeatureExtractModule(pl.LightningModule):
             features[name] = F.normalize(vectors, dim=1) if self.hparams.normalize else vectors
         return features
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        """`{"path", "label" (when the batch has labels), "features": {layer: (N, D) on the CPU}}`."""
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """`{"path", "label" (when the batch has labels), "features": {layer: (N, D) on the CPU}}`;
+        `(image, label)` tuples work too, and without paths rows are named by index."""
+        batch = BaseTask.unpack(batch, "label")
         features = self(batch["image"])
+        count = len(batch["image"])
+        if "path" not in batch:
+            self._rows_seen = 0 if batch_idx == 0 else getattr(self, "_rows_seen", 0)
+            batch["path"] = [f"image_{self._rows_seen + i:06d}" for i in range(count)]
+            self._rows_seen += count
         output: dict[str, Any] = {
             "path": list(batch["path"]),
             "features": {name: value.cpu() for name, value in features.items()},

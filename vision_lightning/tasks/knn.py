@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy
 
 from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.hparams import PlainHyperparameters
 
 Metric = Literal["cosine", "euclidean"]
 NOTHING_TO_FIT = (
@@ -76,7 +77,7 @@ def knn_predict(
     return torch.cat(scores) if scores else queries.new_zeros(0, num_classes)
 
 
-class KNNClassifierModule(pl.LightningModule):
+class KNNClassifierModule(PlainHyperparameters, pl.LightningModule):
     """k-NN classification of embeddings; logs `val_knn_acc` / `test_knn_acc` (and top-5 accuracy
     with more than 5 classes). Nothing to train: use `validate` or `test`.
 
@@ -181,9 +182,9 @@ class KNNClassifierModule(pl.LightningModule):
     def _log_epoch(self, stage: str) -> None:
         accuracy, top5 = getattr(self, f"{stage}_acc"), getattr(self, f"{stage}_top5")
         if accuracy.update_count:
-            self.log(f"{stage}_knn_acc", accuracy.compute(), prog_bar=True)
+            self.log(f"{stage}/knn_acc", accuracy.compute(), prog_bar=True)
             if top5 is not None:
-                self.log(f"{stage}_knn_top5_acc", top5.compute())
+                self.log(f"{stage}/knn_top5_acc", top5.compute())
         accuracy.reset()
         if top5 is not None:
             top5.reset()

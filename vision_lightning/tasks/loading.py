@@ -61,3 +61,35 @@ def load_task_checkpoint(path: str | Path) -> BaseTask:
     check_compatible(model, state_dict, f"checkpoint {path}")
     model.load_state_dict(state_dict)
     return model.eval()
+
+
+def load_task(path: str | Path, map_location: str = "cpu") -> BaseTask:
+    """Whatever task wrote the checkpoint `path` (the class it records; a CLI checkpoint's
+    `_class_path`), loaded with its weights and the preprocessing saved with it, in eval mode.
+    Only classes of modules already imported are accepted: a checkpoint never chooses code to import."""
+    import importlib
+    import sys
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"checkpoint {path} does not exist")
+    try:
+        data = pl_load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
+        raise InputError(f"checkpoint {path} cannot be read as a Lightning checkpoint: {error}") from None
+    hyper_parameters = data.get("hyper_parameters") or {} if isinstance(data, Mapping) else {}
+    name = (
+        data.get("task_class") or hyper_parameters.get("_class_path") if isinstance(data, Mapping) else None
+    )
+    module_name, _, class_name = str(name or "").rpartition(".")
+    if module_name and not module_name.startswith("vision_lightning.") and module_name not in sys.modules:
+        raise InputError(f"checkpoint {path} was written by {name}: import its module before loading it")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name) if module_name else None
+    except (ImportError, AttributeError):
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, BaseTask)):
+        raise InputError(
+            f"checkpoint {path} does not say which vision_lightning task wrote it (found {name!r})"
+        )
+    return cls.load_from_checkpoint(path, map_location=map_location).eval()

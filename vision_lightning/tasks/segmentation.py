@@ -18,14 +18,23 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from vision_lightning.callbacks.prediction_writer import MaskSink
-from vision_lightning.losses.segmentation import build_segmentation_loss
+from vision_lightning.data.transforms import eval_transform
+from vision_lightning.losses.segmentation import (
+    SegmentationLoss,
+    build_segmentation_loss,
+    segmentation_loss_options,
+)
 from vision_lightning.metrics.segmentation import SegmentationScores
-from vision_lightning.models.segmentation import create_segmentation_model, predict_same_size
+from vision_lightning.models.segmentation import (
+    create_segmentation_model,
+    predict_same_size,
+    segmentation_data_config,
+)
+from vision_lightning.outputs.masks import MaskSink, RleOutput, rle_output
 from vision_lightning.tasks.base import NetworkTask
-from vision_lightning.tasks.optimization import OptimizerName, SchedulerName
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.loggers import log_image
 from vision_lightning.utils.visualize import captioned_grid, mask_overlay, to_uint8_images
@@ -46,13 +55,14 @@ class SegmentationModule(NetworkTask):
         pretrained / weights: ImageNet encoder weights by download, or a local file for the encoder.
         arch_args: more constructor arguments of the architecture.
         loss: a name (`bce`, `ce`, `dice`, `jaccard`, `focal`, `tversky`, `lovasz`), a mapping of
-            names to weights (`{bce: 0.5, dice: 0.5}`), or `auto` (ce for multiclass, else bce).
-        loss_args: extra arguments per loss name; class_weights: one per class; ignore_index: a
-            mask value left out of loss and metrics.
+            names to weights (`{bce: 0.5, dice: 0.5}`), `auto` (ce for multiclass, else bce), or
+            `{terms: ..., args: {focal: {gamma: 3}}, class_weights: [...]}` (see `SegmentationLoss`).
+        ignore_index: a mask value left out of loss and metrics.
         threshold: probability at which binary and multilabel pixels count as foreground.
-        freeze_backbone: True freezes the whole encoder, an integer its first N children.
         log_images: validation samples shown in TensorBoard as image / true mask / predicted mask.
-        rle_format / rle_order: also write predictions as an RLE CSV (`carvana` or `siim`).
+        rle: also write predictions as an RLE CSV: `carvana`, `siim` or `{format: siim, order: C}`.
+        optimizer / lr_scheduler: injected factories; the task builds the parameter groups.
+        freeze_backbone: True freezes the whole encoder, an integer its first N children.
     """
 
     backbone_child = "encoder"
@@ -69,22 +79,13 @@ class SegmentationModule(NetworkTask):
         pretrained: bool = False,
         weights: str | None = None,
         arch_args: dict[str, Any] | None = None,
-        loss: str | dict[str, float] = "auto",
-        loss_args: dict[str, dict[str, Any]] | None = None,
-        class_weights: list[float] | None = None,
+        loss: str | dict[str, float] | SegmentationLoss = "auto",
         ignore_index: int | None = None,
         threshold: float = 0.5,
         log_images: int = 4,
-        rle_format: Literal["carvana", "siim"] | None = None,
-        rle_order: Literal["F", "C"] = "F",
-        optimizer: OptimizerName = "adam",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        nesterov: bool = False,
-        scheduler: SchedulerName | None = None,
-        scheduler_args: dict[str, Any] | None = None,
-        warmup_epochs: float = 0,
+        rle: Literal["carvana", "siim"] | RleOutput | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
         freeze_backbone: bool | int = False,
     ) -> None:
         if mode not in ("binary", "multiclass", "multilabel"):
@@ -99,9 +100,11 @@ class SegmentationModule(NetworkTask):
             raise InputError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
         if not 0.0 < threshold < 1.0:
             raise InputError(f"threshold is a probability between 0 and 1, got {threshold}")
-        super().__init__(
-            optimizer, lr, weight_decay, momentum, nesterov, scheduler, scheduler_args, warmup_epochs, freeze_backbone
-        )  # fmt: skip
+        super().__init__(optimizer, lr_scheduler, freeze_backbone)
+        self.hold_module("arch", arch)
+        self.loss_options = segmentation_loss_options(loss)
+        self.rle = rle_output(rle)
+        self.save_hyperparameters()
 
     @property
     def class_names(self) -> list[str]:
@@ -116,15 +119,17 @@ class SegmentationModule(NetworkTask):
         hp = self.hparams
         outputs = 1 if hp.mode == "binary" else hp.num_classes
         self._set_model(
+            self.given_modules["arch"],
             lambda: create_segmentation_model(
                 hp.arch, hp.encoder, outputs, hp.in_channels or 3, hp.pretrained, hp.weights, hp.arch_args
-            )
+            ),
         )
 
     def configure_losses(self) -> None:
         hp = self.hparams
+        options = self.loss_options
         self.loss_fn = build_segmentation_loss(
-            hp.loss, hp.mode, hp.num_classes, hp.class_weights, hp.ignore_index, hp.loss_args
+            options.terms, hp.mode, hp.num_classes, options.class_weights, hp.ignore_index, options.args
         )
 
     def configure_metrics(self) -> None:
@@ -133,6 +138,15 @@ class SegmentationModule(NetworkTask):
             scores = SegmentationScores(hp.mode, hp.num_classes, self.class_names, hp.ignore_index)
             setattr(self, f"{stage}_metrics", scores)
         self._samples: dict[str, Tensor] = {}
+
+    @property
+    def data_config(self) -> dict[str, Any] | None:
+        """The encoder's pretrained mean / std (smp's table), for data modules that leave them unset."""
+        arch, encoder = self.hparams.get("arch"), self.hparams.get("encoder")
+        return segmentation_data_config(encoder, arch) if isinstance(arch, str) else None
+
+    def chart_layout(self) -> dict[str, list[str]]:
+        return {**super().chart_layout(), "iou": [r"train/iou", r"val/iou"]}
 
     # ---------------------------------------------------------------- forward and predictions
     def forward(self, images: Tensor) -> Tensor:
@@ -176,28 +190,24 @@ class SegmentationModule(NetworkTask):
             )
 
     # ---------------------------------------------------------------- steps
-    def _shared_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> tuple[Tensor, Tensor]:
+    def _shared_step(self, batch: Any, batch_idx: int, stage: str) -> tuple[dict[str, Any], Tensor, Tensor]:
+        batch = self.unpack(batch, "mask")
         images, target = batch["image"], self._target(batch["mask"])
         logits = self(images)
         if batch_idx == 0:
             self._check_mask(batch, target, logits)
         loss, parts = self.loss_fn(logits, target)
-        size = len(images)
-        self.log(
-            f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=size
-        )
-        if len(parts) > 1:  # each term of a combined loss, unweighted, so they can be balanced
-            for name, value in parts.items():
-                self.log(f"{stage}_loss_{name}", value, on_step=False, on_epoch=True, batch_size=size)
+        # each term of a combined loss, unweighted, so they can be balanced
+        self.log_loss(stage, loss, len(images), parts if len(parts) > 1 else None)
         getattr(self, f"{stage}_metrics").update(self.predict_classes(logits.detach()), target)
-        return loss, logits
+        return batch, loss, logits
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        return self._shared_step(batch, batch_idx, "train")[0]
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, batch_idx, "train")[1]
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        _, logits = self._shared_step(batch, batch_idx, "val")
-        if batch_idx == 0 and self.hparams.log_images:
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        batch, _, logits = self._shared_step(batch, batch_idx, "val")
+        if batch_idx == 0 and self.hparams.log_images and not self.trainer.sanity_checking:
             n = self.hparams.log_images
             self._samples = {
                 "image": batch["image"][:n].cpu(),
@@ -205,7 +215,7 @@ class SegmentationModule(NetworkTask):
                 "predicted": self.predict_classes(logits[:n]).cpu(),
             }
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def test_step(self, batch: Any, batch_idx: int) -> None:
         self._shared_step(batch, batch_idx, "test")
 
     def on_validation_epoch_end(self) -> None:
@@ -236,17 +246,42 @@ class SegmentationModule(NetworkTask):
         return captioned_grid(np.stack(tiles), captions, columns=3)
 
     # ---------------------------------------------------------------- predict
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """`{"path": names, "masks": [uint8 class-id arrays]}`, each mask at its image's original
+        `"size"` (H, W) when the batch says it, else at the input size."""
+        batch = self.unpack(batch, "mask")
         logits = self(batch["image"])
-        masks = []
-        for i, size in enumerate(batch["size"].tolist()):
-            sample = logits[i : i + 1].float()
-            if list(sample.shape[2:]) != size:  # images were resized for the model: back to the original
-                sample = F.interpolate(sample, size=size, mode="bilinear", align_corners=False)
-            dtype = torch.uint8 if self.hparams.num_classes <= 256 else torch.int32
-            masks.append(self.predict_classes(sample)[0].to(dtype).cpu().numpy())
-        return {"path": list(batch["path"]), "masks": masks}
+        sizes = batch["size"].tolist() if "size" in batch else [list(logits.shape[2:])] * len(logits)
+        masks = [self._mask_at(logits[i : i + 1], size) for i, size in enumerate(sizes)]
+        return {"path": self.batch_names(batch, len(masks), batch_idx), "masks": masks}
+
+    def _mask_at(self, logits: Tensor, size: list[int]) -> np.ndarray:
+        """The predicted mask of one image's logits (1, C, h, w), resampled to `size` (H, W)."""
+        sample = logits.float()
+        if list(sample.shape[2:]) != list(size):  # images were resized for the model: back to the original
+            sample = F.interpolate(sample, size=list(size), mode="bilinear", align_corners=False)
+        dtype = torch.uint8 if self.hparams.num_classes <= 256 else torch.int32
+        return self.predict_classes(sample)[0].to(dtype).cpu().numpy()
+
+    def predict_batches(self, images: list[Any], paths: list[str]) -> list[dict[str, Any]]:
+        """One batch per image (sizes differ), with its original `"size"` for the mask."""
+        transform = eval_transform(self.preprocessing)
+        return [
+            {
+                "image": transform(image=image)["image"][None],
+                "path": [path],
+                "size": torch.tensor([image.shape[:2]]),
+            }
+            for image, path in zip(images, paths)
+        ]
+
+    def prediction_results(self, outputs: dict[str, Any]) -> list[dict[str, Any]]:
+        """`{"path", "mask": class ids (H, W) at the image's original size; multilabel: (C, H, W) 0/1}`."""
+        return [{"path": path, "mask": mask} for path, mask in zip(outputs["path"], outputs["masks"])]
 
     def prediction_sink(self, output_dir: Path, suffix: str = "") -> MaskSink:
-        hp = self.hparams
-        return MaskSink(output_dir, suffix, hp.mode, self.class_names, hp.rle_format, hp.rle_order)
+        rle = self.rle
+        return MaskSink(
+            output_dir, suffix, self.hparams.mode, self.class_names,
+            rle.format if rle else None, rle.order if rle else "F",
+        )  # fmt: skip

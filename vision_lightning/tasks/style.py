@@ -17,17 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from vision_lightning.callbacks.prediction_writer import ImageSink
 from vision_lightning.data.style import read_style_image
 from vision_lightning.losses.feature import StyleLoss
 from vision_lightning.losses.image import build_feature_loss, warn_if_random_features
 from vision_lightning.models.style import create_style_model
+from vision_lightning.outputs.images import ImageSink
 from vision_lightning.tasks.base import NetworkTask
-from vision_lightning.tasks.optimization import OptimizerName, SchedulerName
 from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.images import to_float_tensor
 from vision_lightning.utils.loggers import log_image
 from vision_lightning.utils.visualize import captioned_grid, to_uint8_images
 from vision_lightning.utils.weights import load_weights
@@ -54,6 +56,7 @@ class StyleTransferModule(NetworkTask):
         feature_pretrained / feature_weights: ImageNet weights of the loss network, by download or
             from a local file (random features otherwise, with a warning: tests only).
         log_images: validation content images shown in TensorBoard next to their stylised version.
+        optimizer / lr_scheduler: injected factories; freeze_backbone: train the decoder only.
     """
 
     backbone_child = "encoder"
@@ -73,24 +76,20 @@ class StyleTransferModule(NetworkTask):
         feature_pretrained: bool = False,
         feature_weights: str | None = None,
         log_images: int = 4,
-        optimizer: OptimizerName = "adam",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        nesterov: bool = False,
-        scheduler: SchedulerName | None = None,
-        scheduler_args: dict[str, Any] | None = None,
-        warmup_epochs: float = 0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
         freeze_backbone: bool | int = False,
     ) -> None:
-        super().__init__(
-            optimizer, lr, weight_decay, momentum, nesterov, scheduler, scheduler_args, warmup_epochs, freeze_backbone
-        )  # fmt: skip
+        super().__init__(optimizer, lr_scheduler, freeze_backbone)
+        self.hold_module("arch", arch)
+        self.save_hyperparameters()
 
     # ---------------------------------------------------------------- configure
     def configure_models(self) -> None:
         hp = self.hparams
-        self._set_model(lambda: create_style_model(hp.arch, **(hp.arch_args or {})))
+        self._set_model(
+            self.given_modules["arch"], lambda: create_style_model(hp.arch, **(hp.arch_args or {}))
+        )
         if hp.weights:
             load_weights(self.model, hp.weights, prefix="model.")
 
@@ -121,6 +120,7 @@ class StyleTransferModule(NetworkTask):
         )
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         if stage in ("fit", "validate", "test") and not self.loss_fn.has_style:
             self.loss_fn.set_style(self.style_tensor())
 
@@ -138,26 +138,24 @@ class StyleTransferModule(NetworkTask):
             images = F.pad(images, (0, pad_w, 0, pad_h), mode=mode)
         return self.model(images)[..., :height, :width]
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[Tensor, Tensor]:
-        images = batch["image"]
+    def _shared_step(self, batch: Any, stage: str) -> tuple[Tensor, Tensor]:
+        images = self.unpack(batch)["image"]
         stylised = self(images)
         loss, parts = self.loss_fn(stylised, images)
-        size = len(images)
-        self.log(
-            f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=size
-        )
-        for name, value in parts.items():
-            self.log(f"{stage}_loss_{name}", value, on_step=False, on_epoch=True, batch_size=size)
+        self.log_loss(stage, loss, len(images), parts)
         return loss, stylised
+
+    def chart_layout(self) -> dict[str, list[str]]:
+        return {**super().chart_layout(), "loss terms": [r"(train|val)/loss_.*"]}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")[0]
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
         _, stylised = self._shared_step(batch, "val")
-        if batch_idx == 0 and self.hparams.log_images:
+        if batch_idx == 0 and self.hparams.log_images and not self.trainer.sanity_checking:
             n = self.hparams.log_images
-            self._samples = {"content": batch["image"][:n].cpu(), "stylised": stylised[:n].cpu()}
+            self._samples = {"content": self.unpack(batch)["image"][:n].cpu(), "stylised": stylised[:n].cpu()}
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._shared_step(batch, "test")
@@ -177,8 +175,19 @@ class StyleTransferModule(NetworkTask):
         return captioned_grid(np.stack(tiles), captions, columns=4)
 
     # ---------------------------------------------------------------- predict
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return {"path": list(batch["path"]), "images": list(to_uint8_images(self(batch["image"])))}
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """`{"path": names, "images": [uint8 HxWx3 arrays]}` for `{"image": (N, 3, H, W)}` in [0, 1]."""
+        batch = self.unpack(batch)
+        images = list(to_uint8_images(self(batch["image"])))
+        return {"path": self.batch_names(batch, len(images), batch_idx), "images": images}
+
+    def predict_batches(self, images: list[Any], paths: list[str]) -> list[dict[str, Any]]:
+        """One batch per image, whole, in [0, 1] (sizes differ)."""
+        return [{"image": to_float_tensor(image)[None], "path": [path]} for image, path in zip(images, paths)]
+
+    def prediction_results(self, outputs: dict[str, Any]) -> list[dict[str, Any]]:
+        """`{"path", "image": uint8 HxWx3 array}`."""
+        return [{"path": path, "image": image} for path, image in zip(outputs["path"], outputs["images"])]
 
     def prediction_sink(self, output_dir: Path, suffix: str = "") -> ImageSink:
         return ImageSink(output_dir, suffix)

@@ -21,17 +21,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from vision_lightning.callbacks.prediction_writer import ImageSink
 from vision_lightning.losses.image import build_superres_loss, warn_if_random_features
 from vision_lightning.metrics.superres import SuperResScores
 from vision_lightning.models.superres import create_superres_model, load_for_scale
 from vision_lightning.models.tiling import tiled_forward
+from vision_lightning.outputs.images import ImageSink
 from vision_lightning.tasks.base import NetworkTask
-from vision_lightning.tasks.optimization import OptimizerName, SchedulerName
 from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.images import to_float_tensor
 from vision_lightning.utils.loggers import log_image
 from vision_lightning.utils.resize import bicubic_resize
 from vision_lightning.utils.visualize import captioned_grid, to_uint8_images
@@ -77,14 +79,8 @@ class SuperResModule(NetworkTask):
         tile: int = 128,
         tile_overlap: int = 16,
         log_images: int = 2,
-        optimizer: OptimizerName = "adam",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        nesterov: bool = False,
-        scheduler: SchedulerName | None = None,
-        scheduler_args: dict[str, Any] | None = None,
-        warmup_epochs: float = 0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
         freeze_backbone: bool | int = False,
     ) -> None:
         if scale not in (2, 3, 4):
@@ -93,16 +89,19 @@ class SuperResModule(NetworkTask):
             raise InputError("new_layers_first needs weights: the file whose layers train later")
         if tile < 8 or tile_overlap < 0:
             raise InputError(f"tile must be at least 8 and tile_overlap >= 0, got {tile} and {tile_overlap}")
+        super().__init__(optimizer, lr_scheduler, freeze_backbone)
         self.new_parameters: list[str] = []
         self._kept_frozen: set[str] | None = None
-        super().__init__(
-            optimizer, lr, weight_decay, momentum, nesterov, scheduler, scheduler_args, warmup_epochs, freeze_backbone
-        )  # fmt: skip
+        self.hold_module("arch", arch)
+        self.save_hyperparameters()
 
     # ---------------------------------------------------------------- configure
     def configure_models(self) -> None:
         hp = self.hparams
-        self._set_model(lambda: create_superres_model(hp.arch, hp.scale, **(hp.arch_args or {})))
+        self._set_model(
+            self.given_modules["arch"],
+            lambda: create_superres_model(hp.arch, hp.scale, **(hp.arch_args or {})),
+        )
         if hp.weights:
             report = load_for_scale(self.model, hp.weights)
             self.new_parameters = [k for k in report["kept_init"] if k in dict(self.model.named_parameters())]
@@ -124,7 +123,7 @@ class SuperResModule(NetworkTask):
     def on_train_epoch_start(self) -> None:
         """While `new_layers_first` lasts, only the layers the loaded weights lacked get gradients.
 
-        With a BackboneFinetuning callback (`backbone_scheduled`), which has set the body for this
+        With a BackboneFreezeUnfreeze callback (`backbone_scheduled`), which has set the body for this
         epoch just before (callbacks' hooks run first), the body is left as it set it except that
         loaded body layers are frozen too while `new_layers_first` lasts: a parameter trains only
         when neither freezes it."""
@@ -145,6 +144,7 @@ class SuperResModule(NetworkTask):
             parameter.requires_grad_(name not in self._kept_frozen and (name in new or not only_new))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["new_parameters"] = list(self.new_parameters)  # a resume no longer reads `weights`
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -158,14 +158,12 @@ class SuperResModule(NetworkTask):
 
     def _loss(self, sr: Tensor, hr: Tensor, stage: str) -> Tensor:
         loss, parts = self.loss_fn(sr, hr)
-        size = len(sr)
-        self.log(
-            f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=size
-        )
-        if len(parts) > 1:  # each weighted term, so they can be balanced (seed 004 prints them)
-            for name, value in parts.items():
-                self.log(f"{stage}_loss_{name}", value, on_step=False, on_epoch=True, batch_size=size)
+        # each weighted term, so they can be balanced (seed 004 prints them)
+        self.log_loss(stage, loss, len(sr), parts if len(parts) > 1 else None)
         return loss
+
+    def chart_layout(self) -> dict[str, list[str]]:
+        return {**super().chart_layout(), "psnr": [r"val/psnr.*"]}
 
     def _check_batch(self, batch: dict[str, Any]) -> None:
         lr, hr = batch["lr"], batch["hr"]
@@ -193,7 +191,7 @@ class SuperResModule(NetworkTask):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         sr = self._evaluate(batch, batch_idx, "val")
-        if len(self._samples) < self.hparams.log_images:
+        if len(self._samples) < self.hparams.log_images and not self.trainer.sanity_checking:
             for i in range(min(len(sr), self.hparams.log_images - len(self._samples))):
                 self._samples.append(
                     {"lr": batch["lr"][i].cpu(), "sr": sr[i].cpu(), "hr": batch["hr"][i].cpu()}
@@ -235,9 +233,24 @@ class SuperResModule(NetworkTask):
 
     # ---------------------------------------------------------------- predict
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """`{"path": names, "images": [uint8 HxWx3 arrays]}` for `{"lr": (N, 3, h, w)}` in [0, 1]."""
+        if isinstance(batch, Tensor):
+            batch = {"lr": batch}
+        images = self.upscale(batch["lr"])
+        return {"path": self.batch_names(batch, len(images), batch_idx), "images": images}
+
+    def upscale(self, lr: Tensor) -> list[np.ndarray]:
+        """Tiled super-resolution of (N, 3, h, w) [0, 1] images, as uint8 HxWx3 arrays."""
         hp = self.hparams
-        sr = tiled_forward(self.model, batch["lr"], hp.scale, hp.tile, hp.tile_overlap)
-        return {"path": list(batch["path"]), "images": list(to_uint8_images(sr))}
+        return list(to_uint8_images(tiled_forward(self.model, lr, hp.scale, hp.tile, hp.tile_overlap)))
+
+    def predict_batches(self, images: list[Any], paths: list[str]) -> list[dict[str, Any]]:
+        """One batch per image, whole, in [0, 1] (sizes differ)."""
+        return [{"lr": to_float_tensor(image)[None], "path": [path]} for image, path in zip(images, paths)]
+
+    def prediction_results(self, outputs: dict[str, Any]) -> list[dict[str, Any]]:
+        """`{"path", "image": uint8 HxWx3 array}`."""
+        return [{"path": path, "image": image} for path, image in zip(outputs["path"], outputs["images"])]
 
     def prediction_sink(self, output_dir: Path, suffix: str = "") -> ImageSink:
         return ImageSink(output_dir, suffix)

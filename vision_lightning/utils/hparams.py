@@ -82,10 +82,15 @@ class PlainHyperparameters:
     """Mixin for LightningModule / LightningDataModule: hyperparameters are stored as plain data, and
     loggers are shown only the user's own (no `_instantiator` column in TensorBoard's HParams)."""
 
-    def save_hyperparameters(self, *args: Any, ignore: Any = None, frame: Any = None, logger: bool = True) -> None:
+    def save_hyperparameters(
+        self, *args: Any, ignore: Any = None, frame: Any = None, logger: bool = True
+    ) -> None:
         if frame is None:
             frame = inspect.currentframe().f_back
         super().save_hyperparameters(*args, ignore=ignore, frame=frame, logger=logger)  # type: ignore[misc]
+        for key in [k for k, v in self._hparams.items() if isinstance(v, nn.Module)]:  # type: ignore[has-type]
+            self._hparams.pop(key)  # a ready module is passed again to load_from_checkpoint, not saved
+            self._hparams_initial.pop(key, None)  # type: ignore[has-type]
         self._hparams = type(self._hparams)(plain(dict(self._hparams)))  # type: ignore[has-type]
         self._hparams_initial = type(self._hparams_initial)(plain(dict(self._hparams_initial)))  # type: ignore[has-type]
 

@@ -1,15 +1,25 @@
-"""The one image reader of the project, plus the check that finds corrupt files before training."""
+"""The one image reader of the project, plus the check that finds corrupt files before training.
+
+Images are read as people see them: a file's EXIF orientation (a phone photo saved sideways with
+"rotate 90 degrees when shown") is applied by `read_image`, `read_mask` and `image_size_of` alike, so
+an image, its mask and the sizes checked before training always agree. Pixels are never read any
+other way in the package: whatever opens an image file goes through this module.
+"""
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Iterable, Sequence
+import struct
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from PIL.Image import Transpose
 
 from vision_lightning.utils.errors import InputError, MissingInputError
 
@@ -31,18 +41,103 @@ def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
     return sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_file(p))
 
 
+ORIENTATION_TAG = 0x0112  # EXIF "Orientation": how the stored pixels must be turned to be shown
+# Orientation value -> the transposition that shows the stored pixels upright (the EXIF 2.3 table;
+# what PIL.ImageOps.exif_transpose does). 1, absent or unknown values: shown as stored.
+_UPRIGHT = {
+    2: Transpose.FLIP_LEFT_RIGHT,
+    3: Transpose.ROTATE_180,
+    4: Transpose.FLIP_TOP_BOTTOM,
+    5: Transpose.TRANSPOSE,
+    6: Transpose.ROTATE_270,
+    7: Transpose.TRANSVERSE,
+    8: Transpose.ROTATE_90,
+}
+_SWAPS_SIDES = (5, 6, 7, 8)  # a quarter turn: the shown width is the stored height
+
+
+def _orientation_in(exif: Callable[[], Image.Exif]) -> int:
+    """The orientation in the EXIF that `exif()` reads (EXIF block, or XMP `tiff:Orientation`); 1
+    when absent, out of range or unreadable: a damaged EXIF block does not make the pixels unusable."""
+    try:
+        value = int(exif().get(ORIENTATION_TAG, 1))
+    except Exception:  # noqa: BLE001 - any EXIF parser failure means "no usable orientation"
+        return 1
+    return value if value in _UPRIGHT else 1
+
+
+def _png_metadata_after_pixels(path: str | Path) -> bool:
+    """Whether a PNG has an eXIf or text chunk after its pixel data (IDAT), where PIL only looks
+    once the pixels are decoded; walks the chunk headers, reading no pixel data."""
+    with open(path, "rb") as file:
+        file.seek(8)  # the PNG signature
+        seen_pixels = False
+        while len(header := file.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", header)
+            if kind == b"IEND":
+                return False
+            if kind == b"IDAT":
+                seen_pixels = True
+            elif seen_pixels and kind in (b"eXIf", b"tEXt", b"zTXt", b"iTXt"):
+                return True
+            file.seek(length + 4, 1)  # the data and its CRC
+    return False
+
+
+@cache
+def _pil_turns_tiffs() -> bool:
+    """Whether PIL's TIFF reader applies the orientation itself (newer Pillow does, 13 for one: it
+    reports the shown size and turns the pixels on load), found once on a 2x1 TIFF tagged 6.
+
+    Pillow 13 then garbles uncompressed 8- and 16-bit gray or palette TIFFs tagged 5 to 8 that it
+    memory-maps (it maps them with the turned size); it maps files opened by name only, so the readers
+    open images from a file object.
+    """
+    buffer = io.BytesIO()
+    Image.new("L", (2, 1)).save(buffer, format="TIFF", tiffinfo={ORIENTATION_TAG: 6})
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        return image.size == (1, 2)
+
+
+def orientation_to_apply(image: Image.Image, path: str | Path, decode: bool = False) -> int:
+    """The EXIF orientation (1-8) still to apply to `image`, just opened from `path`, read from its
+    metadata: 1 where there is none, or where PIL applies it itself (TIFF in newer Pillow).
+
+    Call it before decoding (TIFF reads its tags from the open file). PIL's PNG reader decodes all
+    pixels to look for EXIF after them; unless the caller is about to `decode` anyway, a PNG is
+    decoded only when it does have metadata after its pixels, which the chunk headers tell.
+    Decoding errors are raised, EXIF errors are not.
+    """
+    if image.format == "TIFF" and _pil_turns_tiffs():
+        return 1
+    if image.format == "PNG" and "exif" not in image.info:
+        if not decode and not _png_metadata_after_pixels(path):
+            return _orientation_in(lambda: Image.Image.getexif(image))  # what open() has read
+        image.load()
+    return _orientation_in(image.getexif)
+
+
+def upright(image: Image.Image, orientation: int) -> Image.Image:
+    """`image` turned as EXIF `orientation` says it is shown (PIL.ImageOps.exif_transpose's table)."""
+    method = _UPRIGHT.get(orientation)
+    return image if method is None else image.transpose(method)
+
+
 def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
-    """Read an image as uint8 HxWxC with C = `channels` (1 = grayscale, 3 = RGB).
+    """Read an image as uint8 HxWxC with C = `channels` (1 = grayscale, 3 = RGB), upright.
 
     Grayscale files become RGB when 3 channels are asked for, and RGB files become grayscale when 1
     is asked for, so a model's `in_channels` decides and the files on disk do not have to agree.
+    The EXIF orientation is applied: a phone photo comes out as it is shown, not as it is stored.
     """
     mode = {1: "L", 3: "RGB"}.get(channels)
     if mode is None:
         raise InputError(f"channels must be 1 or 3 to read {path}, got {channels}")
     try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert(mode))
+        with open(path, "rb") as file, Image.open(file) as image:  # see _pil_turns_tiffs
+            turn = orientation_to_apply(image, path, decode=True)
+            array = np.asarray(upright(image.convert(mode), turn))
     except FileNotFoundError:
         raise MissingInputError(f"image {path} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
@@ -51,13 +146,17 @@ def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
 
 
 def image_size_of(path: str | Path) -> tuple[int, int]:
-    """(height, width) from the file header, without decoding the pixels."""
+    """(height, width) as the image is shown, i.e. as `read_image` returns it, from the file's header
+    and metadata without decoding the pixels: sides are swapped for EXIF orientations 5 to 8."""
     try:
         with Image.open(path) as image:
-            return image.height, image.width
+            height, width = image.height, image.width
+            if orientation_to_apply(image, path) in _SWAPS_SIDES:
+                return width, height
+            return height, width
     except FileNotFoundError:
         raise MissingInputError(f"image {path} does not exist") from None
-    except OSError as error:
+    except (OSError, SyntaxError, ValueError) as error:  # a PNG with late metadata is decoded
         raise InputError(f"image {path} cannot be read: {error}") from None
 
 
@@ -131,7 +230,8 @@ MASK_FORMATS = ("index", "nonzero", "scale255", "colors")
 def read_mask(
     path: str | Path, mask_format: str = "index", colors: Sequence[Sequence[int]] | None = None
 ) -> np.ndarray:
-    """Read a segmentation mask as HxW class ids (uint8, or int32 past 255 classes).
+    """Read a segmentation mask as HxW class ids (uint8, or int32 past 255 classes), upright: its own
+    EXIF orientation is applied, as `read_image` does to images.
 
     `mask_format` says how pixel values become classes:
     - `index`: the value is the class id (palette PNGs give their palette indices);
@@ -140,14 +240,12 @@ def read_mask(
     - `colors`: RGB colours, `colors[k]` is the colour of class k (CamVid-style masks).
     """
     try:
-        with Image.open(path) as image:
-            mode = image.mode
-            if mask_format == "colors":
-                array = np.asarray(image.convert("RGB"))
-            elif mode in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
-                array = np.asarray(image)  # palette indices / gray values as stored, not converted
+        with open(path, "rb") as file, Image.open(file) as image:  # see _pil_turns_tiffs
+            turn, mode = orientation_to_apply(image, path, decode=True), image.mode
+            if mask_format != "colors" and mode in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
+                array = np.asarray(upright(image, turn))  # palette indices / gray values, not converted
             else:
-                array = np.asarray(image.convert("RGB"))
+                array = np.asarray(upright(image.convert("RGB"), turn))
     except FileNotFoundError:
         raise MissingInputError(f"mask {path} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:

@@ -6,6 +6,7 @@ import logging
 
 import lightning.pytorch as pl
 import numpy as np
+from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.loggers.logger import DummyLogger
 
@@ -26,3 +27,51 @@ def log_image(trainer: pl.Trainer, tag: str, image: np.ndarray) -> None:
             log.warning(
                 "%s cannot store images; %s and other image logs are not written", type(logger).__name__, tag
             )
+
+
+def describe_run(
+    trainer: pl.Trainer, hparams: dict, monitor: str | None, charts: dict[str, list[str]]
+) -> None:
+    """What a person opening TensorBoard should see first: `charts` (title: tag regexes) as one
+    custom-scalars section, so training and validation curves of one quantity share a chart, and
+    the HParams table with `monitor` as its metric (no `hp_metric` stuck at -1)."""
+    from torch.utils.tensorboard.summary import custom_scalars
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    for logger in trainer.loggers:
+        if not isinstance(logger, TensorBoardLogger) or trainer.global_rank != 0:
+            continue
+        writer = logger.experiment
+        layout = {"curves": {title: ["Multiline", tags] for title, tags in charts.items()}}
+        writer._get_file_writer().add_summary(custom_scalars(layout))
+        if monitor:
+            values = {k: v for k, v in hparams.items() if not str(k).startswith("_")}
+            datamodule = getattr(trainer, "datamodule", None)
+            if datamodule is not None and getattr(datamodule, "hparams_initial", None):
+                values.update(datamodule.hparams_initial)
+            values = logger._sanitize_params(_flatten_dict(_convert_params(values)))
+            for summary in hparams_summary(values, {monitor: float("nan")}):
+                writer._get_file_writer().add_summary(summary)
+
+
+def no_default_hp_metric(trainer: pl.Trainer) -> None:
+    """Stop Lightning's TensorBoardLogger from writing `hp_metric` = -1 at fit start (the task writes
+    the HParams table itself, with its monitored metric)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger._default_hp_metric = False
+
+
+class QuietTensorBoardLogger(TensorBoardLogger):
+    """Lightning's TensorBoardLogger without the charts nobody opens TensorBoard for: no `hp_metric`
+    stuck at -1 (tasks write HParams with their monitored metric) and the epoch number under
+    `trainer/epoch`, after the losses and metrics instead of before them."""
+
+    def __init__(self, *args, default_hp_metric: bool = False, **kwargs) -> None:
+        super().__init__(*args, default_hp_metric=default_hp_metric, **kwargs)
+
+    def log_metrics(self, metrics, step=None) -> None:
+        metrics = dict(metrics)
+        if "epoch" in metrics:
+            metrics["trainer/epoch"] = metrics.pop("epoch")
+        super().log_metrics(metrics, step)

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from vision_lightning.callbacks.prediction_writer import CsvSink
+from vision_lightning.outputs.files import CsvSink
 from vision_lightning.utils.errors import InputError
 
 NPY_MAGIC = b"\x93NUMPY\x01\x00"

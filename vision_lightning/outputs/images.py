@@ -1,0 +1,29 @@
+"""Predicted images (super-resolved, stylised) as PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vision_lightning.outputs.files import UniqueNames, save_png
+
+
+class ImageSink:
+    """One PNG per predicted image under `output_dir/images/`, named after its input file.
+
+    The task's `predict_step` returns `{"path": [...], "images": [uint8 HxWx3 arrays]}`.
+    """
+
+    def __init__(self, output_dir: Path, suffix: str = "") -> None:
+        self.folder = output_dir / "images"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._name = UniqueNames()
+        self.count = 0
+
+    def write(self, outputs: dict[str, Any]) -> None:
+        for path, image in zip(outputs["path"], outputs["images"]):
+            save_png(image, self.folder / f"{self._name(path)}.png")
+            self.count += 1
+
+    def close(self) -> Path:
+        return self.folder

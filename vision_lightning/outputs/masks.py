@@ -1,0 +1,88 @@
+"""Predicted segmentation masks as PNG files and, optionally, an RLE CSV."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from vision_lightning.outputs.files import CsvSink, UniqueNames, save_png
+from vision_lightning.utils.rle import rle_encode
+
+
+@dataclass(frozen=True)
+class RleOutput:
+    """Also write predicted masks as run-length encodings: Kaggle's `carvana` (1-based absolute
+    starts) or `siim` (relative offsets), pixels in column-major `F` or row-major `C` order."""
+
+    format: Literal["carvana", "siim"] = "carvana"
+    order: Literal["F", "C"] = "F"
+
+
+def rle_output(value: str | RleOutput | dict | None) -> RleOutput | None:
+    if value is None or isinstance(value, RleOutput):
+        return value
+    return RleOutput(**value) if isinstance(value, dict) else RleOutput(format=value)  # type: ignore[arg-type]
+
+
+class MaskSink:
+    """One PNG per predicted image under `output_dir/masks/` and, when `rle_format` is set, an RLE CSV.
+
+    PNGs hold class ids for multiclass and 0/255 for binary; multilabel writes one 0/255 PNG per
+    class (`<name>_<class>.png`). The CSV (`masks.csv`) has a row per image for binary masks and a
+    row per image and class (background excepted for multiclass) otherwise, empty masks included.
+    """
+
+    def __init__(
+        self,
+        output_dir: Path,
+        suffix: str,
+        mode: str,
+        class_names: Sequence[str],
+        rle_format: str | None = None,
+        rle_order: str = "F",
+    ) -> None:
+        self.folder = output_dir / "masks"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.mode, self.class_names = mode, list(class_names)
+        self.rle_format, self.rle_order = rle_format, rle_order
+        self._name = UniqueNames()
+        self._csv = None
+        if rle_format:
+            header = ["id", "rle"] if mode == "binary" else ["id", "class", "rle"]
+            self._csv = CsvSink(output_dir / f"masks{suffix}.csv", header, self._rows)
+        self.count = 0
+
+    def _rows(self, outputs: list[tuple[str, np.ndarray]]):
+        for name, mask in outputs:
+            if self.mode == "binary":
+                yield [name, rle_encode(mask, self.rle_format, self.rle_order)]
+            elif self.mode == "multiclass":
+                for class_id in range(1, len(self.class_names)):
+                    rle = rle_encode(mask == class_id, self.rle_format, self.rle_order)
+                    yield [name, self.class_names[class_id], rle]
+            else:
+                for class_id, class_name in enumerate(self.class_names):
+                    yield [name, class_name, rle_encode(mask[class_id], self.rle_format, self.rle_order)]
+
+    def write(self, outputs: dict[str, Any]) -> None:
+        written = []
+        for path, mask in zip(outputs["path"], outputs["masks"]):
+            name = self._name(path)
+            if self.mode == "multilabel":
+                for class_id, class_name in enumerate(self.class_names):
+                    save_png(mask[class_id] * 255, self.folder / f"{name}_{class_name}.png")
+            else:
+                save_png(mask * 255 if self.mode == "binary" else mask, self.folder / f"{name}.png")
+            written.append((name, mask))
+            self.count += 1
+        if self._csv is not None:
+            self._csv.write(written)
+
+    def close(self) -> Path:
+        if self._csv is not None:
+            self._csv.close()
+        return self.folder
