@@ -88,8 +88,8 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
             raise InputError(f"bad_images must be skip, error or off, got {bad_images!r}")
         if (mean is None) != (std is None):
             raise InputError("give both mean and std, or neither (then the model's or ImageNet's are used)")
-        if isinstance(loader, dict):  # from Python: LoaderOptions(**loader)
-            loader = LoaderOptions(**loader)
+        if isinstance(loader, dict):  # from Python, or read back from a checkpoint ({class_path, init_args})
+            loader = LoaderOptions(**loader.get("init_args", loader))
         self.predict_splits = _check_predict_splits(predict_splits)
         self.image_size = image_size
         self.batch_size = batch_size

@@ -252,14 +252,14 @@ def read_mask(
         raise InputError(f"mask {path} cannot be read: {error}") from None
     if mask_format == "colors":
         if not colors:
-            raise InputError("mask_format colors needs mask_colors: one [r, g, b] per class")
+            raise InputError("a PaletteMasks source needs colors: one [r, g, b] per class")
         codes = array.astype(np.int32) @ np.array([65536, 256, 1], dtype=np.int32)
         lookup = {r * 65536 + g * 256 + b: k for k, (r, g, b) in enumerate(colors)}
         found = np.unique(codes)
         unknown = [c for c in found.tolist() if c not in lookup]
         if unknown:
             shown = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255})" for c in unknown[:4])
-            raise InputError(f"mask {path} has colour(s) {shown} that are not in mask_colors")
+            raise InputError(f"mask {path} has colour(s) {shown} that are not in the PaletteMasks colors")
         classes = np.zeros(codes.shape, dtype=np.int32)
         for code in found.tolist():
             classes[codes == code] = lookup[code]
@@ -267,7 +267,7 @@ def read_mask(
     if array.ndim == 3:
         if mask_format == "index" and not (array == array[..., :1]).all():
             raise InputError(
-                f"mask {path} is a colour image; set mask_format: colors and list mask_colors, "
+                f"mask {path} is a colour image; read it with a PaletteMasks source listing its colors, "
                 "or save masks as class-id or palette PNGs"
             )
         array = array.max(axis=2) if mask_format == "nonzero" else array[..., 0]
