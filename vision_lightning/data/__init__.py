@@ -1,21 +1,31 @@
 from vision_lightning.data.base import VisionDataModule
 from vision_lightning.data.classification import ImageClassificationDataModule
+from vision_lightning.data.classification_sources import (
+    ClassificationSource,
+    CsvLabels,
+    ImageFolder,
+    TorchvisionDataset,
+)
 from vision_lightning.data.embeddings import EmbeddingDataModule
 from vision_lightning.data.segmentation import SegmentationDataModule
 from vision_lightning.data.splits import group_split, stratified_folds, stratified_split, write_folds
 from vision_lightning.data.style import StyleTransferDataModule
 from vision_lightning.data.superres import SuperResDataModule
-from vision_lightning.data.synthetic import SyntheticShapes, write_image_folder
+from vision_lightning.data.synthetic import ShapeImages, write_image_folder
 from vision_lightning.data.textures import SyntheticTextures
 
 __all__ = [
+    "ClassificationSource",
+    "CsvLabels",
     "EmbeddingDataModule",
     "ImageClassificationDataModule",
+    "ImageFolder",
     "SegmentationDataModule",
+    "ShapeImages",
     "StyleTransferDataModule",
     "SuperResDataModule",
-    "SyntheticShapes",
     "SyntheticTextures",
+    "TorchvisionDataset",
     "VisionDataModule",
     "group_split",
     "stratified_folds",
