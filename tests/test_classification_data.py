@@ -181,12 +181,8 @@ def test_folder_flat_layout_seeded_stratified_split(tmp_path):
     assert Counter(int(label) for _, label in train) == dict.fromkeys(range(4), 3)
 
     val_paths = [p for p, _ in val]
-    assert (
-        split_paths(module(ImageFolder(str(root)), val_split=0.4, split_seed=1), "val") == val_paths
-    )
-    assert (
-        split_paths(module(ImageFolder(str(root)), val_split=0.4, split_seed=2), "val") != val_paths
-    )
+    assert split_paths(module(ImageFolder(str(root)), val_split=0.4, split_seed=1), "val") == val_paths
+    assert split_paths(module(ImageFolder(str(root)), val_split=0.4, split_seed=2), "val") != val_paths
 
 
 def test_folder_train_val_test_layout(tmp_path):
@@ -283,7 +279,9 @@ def test_csv_fold_column_and_test_csv(tmp_path):
     # the test CSV has no fold column, as test sets never do
     test_rows = [{"image": f"id{i}", "label": "b"} for i in (100, 101, 102)]
     test_csv = write_csv(root / "test.csv", test_rows)
-    dm = module(CsvLabels(str(csv_path), test_csv=str(test_csv), path_format="{}.png", fold_column="kfold", fold=1))
+    dm = module(
+        CsvLabels(str(csv_path), test_csv=str(test_csv), path_format="{}.png", fold_column="kfold", fold=1)
+    )
     val = split_items(dm, "val")
     assert sorted(p for p, _ in val) == sorted(str(root / f"id{i}.png") for i in range(12) if i % 3 == 1)
     assert sorted(split_paths(dm, "train")) == sorted(
@@ -310,7 +308,12 @@ def test_csv_multilabel(tmp_path):
     vectors = [[((i % 8) >> b) & 1 for b in range(3)] for i in range(16)]  # every 0/1 combination twice
     rows = [{"image": f"id{i}", **dict(zip(["x", "y", "z"], v, strict=True))} for i, v in enumerate(vectors)]
     csv_path = write_csv(root / "train.csv", rows)
-    dm = module(CsvLabels(str(csv_path), path_format="{}.png", label_columns=["x", "y", "z"]), label_mode="multilabel", val_split=0.25, batch_size=8)
+    dm = module(
+        CsvLabels(str(csv_path), path_format="{}.png", label_columns=["x", "y", "z"]),
+        label_mode="multilabel",
+        val_split=0.25,
+        batch_size=8,
+    )
     assert dm.class_names == ["x", "y", "z"]
     batch = next(iter(dm.val_dataloader()))
     assert batch["label"].dtype == torch.float32 and batch["label"].shape[1] == 3
@@ -325,7 +328,9 @@ def test_csv_multilabel_rejects_non_binary(tmp_path):
     rows = [{"image": f"id{i}", "x": 1, "y": 0} for i in range(4)]
     rows[2]["y"] = 0.5
     csv_path = write_csv(root / "train.csv", rows)
-    dm = module(CsvLabels(str(csv_path), path_format="{}.png", label_columns=["x", "y"]), label_mode="multilabel")
+    dm = module(
+        CsvLabels(str(csv_path), path_format="{}.png", label_columns=["x", "y"]), label_mode="multilabel"
+    )
     with pytest.raises(InputError, match="0 or 1"):
         dm.setup()
 
@@ -336,7 +341,11 @@ def test_csv_soft_labels(tmp_path):
     targets = [np.eye(4)[i % 4].tolist() for i in range(8)] + [[0.1, 0.2, 0.3, 0.4]]
     rows = [{"image_id": f"id{i}", **dict(zip(columns, t, strict=True))} for i, t in enumerate(targets)]
     csv_path = write_csv(root / "train.csv", rows)
-    dm = module(CsvLabels(str(csv_path), path_column="image_id", path_format="{}.png", label_columns=columns), label_mode="soft", val_split=0.25)
+    dm = module(
+        CsvLabels(str(csv_path), path_column="image_id", path_format="{}.png", label_columns=columns),
+        label_mode="soft",
+        val_split=0.25,
+    )
     assert dm.class_names == columns
     items = split_items(dm, "train") + split_items(dm, "val")
     assert len(items) == 9
@@ -560,7 +569,13 @@ def test_torchvision_source_with_fake_dataset(tmp_path, monkeypatch):
 
     spec = TorchvisionSpec(factory, CIFAR10_CLASSES, 3, ("train", "test"))
     monkeypatch.setitem(torchvision_datasets.TORCHVISION_DATASETS, "CIFAR10", spec)
-    dm = ImageClassificationDataModule(TorchvisionDataset(name="CIFAR10", root=str(tmp_path)), image_size=32, batch_size=8, mean=[0.0], std=[1.0])
+    dm = ImageClassificationDataModule(
+        TorchvisionDataset(name="CIFAR10", root=str(tmp_path)),
+        image_size=32,
+        batch_size=8,
+        mean=[0.0],
+        std=[1.0],
+    )
     assert dm.class_names == [
         "airplane",
         "automobile",
@@ -591,7 +606,9 @@ def test_torchvision_source_with_fake_dataset(tmp_path, monkeypatch):
 
 
 def test_torchvision_missing_without_download(tmp_path):
-    dm = ImageClassificationDataModule(TorchvisionDataset(name="CIFAR10", root=str(tmp_path / "none")), image_size=32, batch_size=8)
+    dm = ImageClassificationDataModule(
+        TorchvisionDataset(name="CIFAR10", root=str(tmp_path / "none")), image_size=32, batch_size=8
+    )
     assert dm.class_names == CIFAR10_CLASSES
     with pytest.raises(MissingInputError, match="download: true"):
         dm.setup()
@@ -719,7 +736,11 @@ def test_multilabel_split_with_unique_combinations(tmp_path):
     columns = [f"l{i}" for i in range(8)]
     rows = [{"image": f"id{i}", **dict(zip(columns, v, strict=True))} for i, v in enumerate(vectors)]
     csv_path = write_csv(root / "train.csv", rows)
-    dm = module(CsvLabels(str(csv_path), path_format="{}.png", label_columns=columns), label_mode="multilabel", val_split=0.25)
+    dm = module(
+        CsvLabels(str(csv_path), path_format="{}.png", label_columns=columns),
+        label_mode="multilabel",
+        val_split=0.25,
+    )
     train, val = split_items(dm, "train"), split_items(dm, "val")
     assert len(train) + len(val) == 40 and 8 <= len(val) <= 12
     assert all(np.sum([label for _, label in val], axis=0) > 0)  # every label appears in validation
@@ -773,3 +794,116 @@ def test_cache_decodes_a_shared_source_once(tmp_path, monkeypatch):
     module(ImageFolder(str(root)), cache_images=True).setup()
     assert sorted(reads) == sorted(str(p) for p in paths)
     assert set(reads.values()) == {1}
+
+
+# ----------------------------------------------------------------------------- typed sources
+def test_folder_class_names_fix_order_and_allow_missing_folders(tmp_path):
+    root = tmp_path / "data"
+    write_image_folder(root / "train", per_class=2, num_classes=2, image_size=SIZE)
+    write_image_folder(root / "val", per_class=1, num_classes=2, image_size=SIZE, seed=1)
+    dm = module(ImageFolder(str(root), class_names=["square", "circle", "triangle"]))
+    assert dm.class_names == ["square", "circle", "triangle"] and dm.num_classes == 3
+    for path, label in split_items(dm, "train") + split_items(dm, "val"):
+        assert Path(path).parent.name == dm.class_names[int(label)]
+    with pytest.raises(InputError, match="circle"):  # a folder the class list lacks
+        module(ImageFolder(str(root), class_names=["square", "triangle"]))
+    with pytest.raises(InputError, match="distinct"):
+        ImageFolder(str(root), class_names=["a", "a"])
+
+
+@pytest.mark.parametrize("label_mode", ["multilabel", "soft"])
+def test_one_target_per_class_needs_a_csv(tmp_path, label_mode):
+    root = tmp_path / "data"
+    write_image_folder(root, per_class=2, num_classes=2, image_size=SIZE)
+    with pytest.raises(InputError, match="CsvLabels"):
+        module(ImageFolder(str(root)), label_mode=label_mode)
+    with pytest.raises(InputError, match="CsvLabels"):
+        module(SyntheticShapes(8), label_mode=label_mode)
+
+
+def test_csv_source_checks_its_own_arguments(tmp_path):
+    csv_path = write_csv(tmp_path / "train.csv", [{"image": "a.png", "label": 0}])
+    with pytest.raises(InputError, match="fold_column"):
+        CsvLabels(str(csv_path), fold=2)
+    with pytest.raises(InputError, match="path_format"):
+        CsvLabels(str(csv_path), path_format="images/a.png")
+    with pytest.raises(InputError, match="label_columns"):
+        CsvLabels(str(csv_path), label_columns=[])
+    with pytest.raises(InputError, match="class_names has 2 names but num_classes is 3"):
+        CsvLabels(str(csv_path), class_names=["a", "b"], num_classes=3)
+
+
+def test_synthetic_source_binary_default_seed_and_size():
+    assert module(SyntheticShapes(8), label_mode="binary").class_names == ["circle", "square"]
+    with pytest.raises(InputError, match="samples"):
+        SyntheticShapes(1)
+    a, b = module(SyntheticShapes(8, seed=1)), module(SyntheticShapes(8, seed=2))
+    images = [dm.test_dataloader().dataset[0]["image"] for dm in (a, b)]
+    assert not torch.equal(*images)
+    assert torch.equal(images[0], module(SyntheticShapes(8, seed=1)).test_dataloader().dataset[0]["image"])
+
+
+def test_source_must_be_a_classification_source():
+    with pytest.raises(InputError, match="ImageFolder"):
+        ImageClassificationDataModule(source="folder")  # type: ignore[arg-type]
+
+
+def test_torchvision_prepare_data_downloads_every_split(tmp_path, monkeypatch):
+    calls = []
+
+    def factory(root, split, download):
+        calls.append((root, split, download))
+        return FakeCifar(20, seed=0)
+
+    spec = TorchvisionSpec(factory, CIFAR10_CLASSES, 3, ("train", "test"))
+    monkeypatch.setitem(torchvision_datasets.TORCHVISION_DATASETS, "CIFAR10", spec)
+    module(TorchvisionDataset("CIFAR10", root=str(tmp_path), download=True)).prepare_data()
+    assert calls == [(str(tmp_path), "train", True), (str(tmp_path), "test", True)]
+    calls.clear()
+    module(TorchvisionDataset("CIFAR10", root=str(tmp_path))).prepare_data()
+    assert calls == []
+    assert TorchvisionDataset("CIFAR10").root == Path("data/CIFAR10")
+
+
+def test_preprocessing_and_plain_hyperparameters(tmp_path):
+    root = tmp_path / "data"
+    write_image_folder(root, per_class=2, num_classes=2, image_size=SIZE, channels=1)
+    dm = module(ImageFolder(str(root)), channels=1, resize=20, image_size=SIZE)
+    assert dm.preprocessing() == {
+        "image_size": SIZE, "mean": [0.0], "std": [1.0], "channels": 1, "resize": 20,
+        "class_names": ["circle", "square"], "label_mode": "multiclass",
+    }  # fmt: skip
+    assert dm.hparams["source"] == {
+        "class_path": "vision_lightning.data.classification_sources.ImageFolder",
+        "init_args": {"root": str(root), "class_names": None},
+    }
+    buffer = io.BytesIO()
+    torch.save({"hparams": dict(dm.hparams), "preprocessing": dm.preprocessing()}, buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True)["hparams"]["source"]["init_args"]["root"] == str(root)
+    assert repr(dm.source) == f"ImageFolder(root={str(root)!r}, class_names=None)"
+
+
+def test_sources_from_yaml_by_class_path(tmp_path):
+    """The YAML form: `source: {class_path, init_args}`, full or short class names."""
+    from jsonargparse import ArgumentParser
+
+    root = tmp_path / "data"
+    write_image_folder(root, per_class=3, num_classes=2, image_size=SIZE)
+    csv_path = write_csv(tmp_path / "labels.csv", [{"image": f"id{i}.png", "label": i % 2} for i in range(4)])
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(ImageClassificationDataModule, "data")
+    sources = {
+        "vision_lightning.data.ImageFolder": ({"root": str(root)}, ["circle", "square"]),
+        "CsvLabels": ({"csv_path": str(csv_path), "class_names": ["no", "yes"]}, ["no", "yes"]),
+        "TorchvisionDataset": ({"name": "MNIST"}, [str(i) for i in range(10)]),
+        "vision_lightning.data.classification_sources.SyntheticShapes": ({"num_classes": 3}, None),
+    }
+    for class_path, (init_args, classes) in sources.items():
+        data = {"source": {"class_path": class_path, "init_args": init_args}, "loader": {"num_workers": 0}}
+        config = parser.parse_object({"data": data})
+        dm = parser.instantiate_classes(config).data
+        assert isinstance(dm.source, ClassificationSource) and class_path.endswith(type(dm.source).__name__)
+        assert dm.class_names == (classes or ["circle", "square", "triangle"])
+    config = parser.parse_args(["--data.source", "ImageFolder", "--data.source.root", str(root)])
+    assert parser.instantiate_classes(config).data.class_names == ["circle", "square"]
