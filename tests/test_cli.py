@@ -83,7 +83,7 @@ def test_predict_writes_csv(quickstart_run: Path, tmp_path: Path):
     with (out / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["path", "prediction", "circle", "square", "triangle", "cross"]
-    assert len(rows) == 500  # synthetic test set: synthetic_samples // 4
+    assert len(rows) == 500  # synthetic test set: a quarter of the source's 2,000 samples
     for row in rows:
         probs = [float(row[c]) for c in ("circle", "square", "triangle", "cross")]
         assert abs(sum(probs) - 1) < 1e-4
