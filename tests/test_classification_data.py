@@ -907,3 +907,22 @@ def test_sources_from_yaml_by_class_path(tmp_path):
         assert dm.class_names == (classes or ["circle", "square", "triangle"])
     config = parser.parse_args(["--data.source", "ImageFolder", "--data.source.root", str(root)])
     assert parser.instantiate_classes(config).data.class_names == ["circle", "square"]
+
+
+def test_rebuilt_from_its_saved_hyperparameters(tmp_path):
+    """`load_from_checkpoint` calls the constructor with the saved (plain) hyperparameters: the
+    source and the loader options come back from their {class_path, init_args} descriptions."""
+    root = tmp_path / "data"
+    write_image_folder(root, per_class=2, num_classes=2, image_size=SIZE)
+    dm = module(ImageFolder(str(root), class_names=["square", "circle"]), loader={"num_workers": 0})
+    buffer = io.BytesIO()
+    torch.save(dict(dm.hparams), buffer)
+    buffer.seek(0)
+    again = ImageClassificationDataModule(**torch.load(buffer, weights_only=True))
+    assert isinstance(again.source, ImageFolder) and again.class_names == ["square", "circle"]
+    assert again.loader == dm.loader and again.preprocessing() == dm.preprocessing()
+    assert split_paths(again, "val") == split_paths(dm, "val")
+    with pytest.raises(InputError, match="class_path"):
+        module({"root": str(root)})
+    with pytest.raises(InputError, match="does not name a ClassificationSource"):
+        module({"class_path": "vision_lightning.data.base.LoaderOptions", "init_args": {}})

@@ -32,6 +32,7 @@ from vision_lightning.data.datasets import FileSource, TransformedDataset
 from vision_lightning.data.splits import stratified_split
 from vision_lightning.data.transforms import build_transform
 from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.hparams import from_plain
 from vision_lightning.utils.images import drop_bad_images, readable_images
 
 LABEL_MODES = ("multiclass", "binary", "multilabel", "soft")
@@ -88,6 +89,7 @@ class ImageClassificationDataModule(VisionDataModule):
     ) -> None:
         super().__init__(image_size, batch_size, loader, mean, std, cache_images, bad_images, predict_splits)
         self.save_hyperparameters()
+        source = from_plain(source, ClassificationSource)  # {class_path, init_args}: saved hyperparameters
         if not isinstance(source, ClassificationSource):
             raise InputError(
                 f"source must be a classification source (ImageFolder, CsvLabels, TorchvisionDataset, "
