@@ -70,7 +70,7 @@ def plain_loop_throughput(model: ClassifierModule, data: ImageClassificationData
 def from_config(root: Path, run: str, epochs: int, overrides: list[str]) -> VisionCLI:
     """Model, data and trainer of the recipe, exactly as `fit --config` would build them."""
     return VisionCLI(
-        args=["--config", str(CONFIG), "--data.init_args.root", str(root), "--trainer.max_epochs", str(epochs),
+        args=["--config", str(CONFIG), "--data.init_args.source.init_args.root", str(root), "--trainer.max_epochs", str(epochs),
               "--trainer.default_root_dir", run, "--checkpoint.dirpath", f"{run}/checkpoints",
               "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *overrides],
         run=False,

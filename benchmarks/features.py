@@ -50,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     images = Path(args.data_root) / "cifar10-small"
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="vl-features-"))
-    data = ["--data.init_args.root", images, "--data.init_args.cache_images", "true"]
+    data = ["--data.init_args.source.init_args.root", images, "--data.init_args.cache_images", "true"]
     figures: dict[str, float] = {}
 
     start = time.perf_counter()
@@ -67,8 +67,8 @@ def main() -> None:
     cache = work / "embeddings"
     _cli("predict", *QUIET, "--trainer.logger", "false",
          "--model", "vision_lightning.FeatureExtractModule", "--model.checkpoint", checkpoint,
-         "--data", "vision_lightning.ImageClassificationDataModule", "--data.source", "folder",
-         "--data.root", images, "--data.val_split", "0.1", "--data.image_size", "32",
+         "--data", "vision_lightning.ImageClassificationDataModule", "--data.source", "ImageFolder",
+         "--data.source.root", images, "--data.val_split", "0.1", "--data.image_size", "32",
          "--data.mean", "[0.4914, 0.4822, 0.4465]", "--data.std", "[0.2470, 0.2435, 0.2616]",
          "--data.batch_size", "256", "--data.predict_splits", "[train, val, test]",
          "--prediction_writer.output_dir", cache)  # fmt: skip

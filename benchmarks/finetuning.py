@@ -22,6 +22,7 @@ import torch
 
 from vision_lightning import BackboneFreezeUnfreeze, ClassifierModule
 from vision_lightning.data.classification import ImageClassificationDataModule
+from vision_lightning.data.classification_sources import SyntheticShapes
 
 
 class StepTimer(pl.Callback):
@@ -63,12 +64,10 @@ def main() -> None:
     pl.seed_everything(0, verbose=False)
     steps = args.warmup + args.steps
     data = ImageClassificationDataModule(
-        source="synthetic",
+        # the training split (80%) has enough batches
+        SyntheticShapes(2 * steps * args.batch_size, num_classes=4),
         image_size=args.image_size,
         batch_size=args.batch_size,
-        synthetic_samples=2 * steps * args.batch_size,  # the training split (80%) has enough batches
-        num_classes=4,
-        num_workers=0,
     )
     model = ClassifierModule(args.backbone, num_classes=4, optimizer="sgd", lr=0.01, log_images=0)
     timer = StepTimer(args.device)

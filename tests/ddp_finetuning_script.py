@@ -21,6 +21,7 @@ from torch import nn
 
 from vision_lightning import BackboneFreezeUnfreeze, ClassifierModule
 from vision_lightning.data.classification import ImageClassificationDataModule
+from vision_lightning.data.classification_sources import SyntheticShapes
 
 
 def digest(module: nn.Module) -> str:
@@ -61,9 +62,7 @@ class Record(pl.Callback):
 
 def main(out: Path) -> None:
     pl.seed_everything(0, verbose=False)
-    data = ImageClassificationDataModule(
-        source="synthetic", image_size=32, batch_size=4, synthetic_samples=32, num_classes=4, num_workers=0
-    )
+    data = ImageClassificationDataModule(SyntheticShapes(32, num_classes=4), image_size=32, batch_size=4)
     # SGD with momentum and weight decay: a step on a frozen parameter with a zero (not None)
     # gradient would still move it, so an unchanged backbone proves the optimizer skipped it.
     model = ClassifierModule(

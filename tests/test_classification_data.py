@@ -23,8 +23,15 @@ from PIL import Image
 
 from vision_lightning.data import torchvision_datasets
 from vision_lightning.data.classification import ImageClassificationDataModule
+from vision_lightning.data.classification_sources import (
+    ClassificationSource,
+    CsvLabels,
+    ImageFolder,
+    SyntheticShapes,
+    TorchvisionDataset,
+)
 from vision_lightning.data.splits import stratified_folds, stratified_split, write_folds
-from vision_lightning.data.synthetic import SyntheticShapes, write_image_folder
+from vision_lightning.data.synthetic import ShapeImages, write_image_folder
 from vision_lightning.data.torchvision_datasets import CIFAR10_CLASSES, TorchvisionSpec
 from vision_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, channel_stats
 from vision_lightning.utils.errors import InputError, MissingInputError
@@ -35,10 +42,11 @@ SIZE = 16
 
 
 # ----------------------------------------------------------------------------- helpers
-def module(**kwargs) -> ImageClassificationDataModule:
-    """A data module with tiny defaults (image_size 16, raw [0, 1] pixels)."""
-    defaults = {"image_size": SIZE, "batch_size": 4, "mean": None, "std": None}
-    return ImageClassificationDataModule(**{**defaults, **kwargs})
+def module(source: ClassificationSource | None = None, **kwargs) -> ImageClassificationDataModule:
+    """A data module of `source` (default: synthetic shapes) with tiny defaults (image_size 16, raw
+    [0, 1] pixels)."""
+    defaults = {"image_size": SIZE, "batch_size": 4, "mean": [0.0], "std": [1.0]}
+    return ImageClassificationDataModule(source or SyntheticShapes(), **{**defaults, **kwargs})
 
 
 def split_items(dm: ImageClassificationDataModule, split: str) -> list[tuple[str, object]]:
@@ -75,7 +83,7 @@ def csv_images(tmp_path: Path, count: int, folder: str = "csv", start: int = 0) 
     """`count` PNG files `tmp_path/folder/id<n>.png` (n from `start`); returns the folder."""
     root = tmp_path / folder
     root.mkdir(exist_ok=True)
-    shapes = SyntheticShapes(count, SIZE, 2, seed=start)
+    shapes = ShapeImages(count, SIZE, 2, seed=start)
     for i in range(count):
         Image.fromarray(shapes.sample(i)[0]).save(root / f"id{start + i}.png")
     return root
@@ -100,18 +108,18 @@ def assert_folds_stratified(labels: list[str], folds: list[int], k: int) -> None
 
 # ----------------------------------------------------------------------------- synthetic
 def test_synthetic_shapes_deterministic_by_seed_and_index():
-    a, b = SyntheticShapes(6, SIZE, 4, seed=3), SyntheticShapes(6, SIZE, 4, seed=3)
+    a, b = ShapeImages(6, SIZE, 4, seed=3), ShapeImages(6, SIZE, 4, seed=3)
     for i in range(6):
         (ia, la, ma), (ib, lb, mb) = a.sample(i), b.sample(i)
         assert np.array_equal(ia, ib) and la == lb and np.array_equal(ma, mb)
     assert not np.array_equal(a.sample(0)[0], a.sample(1)[0])
-    other = SyntheticShapes(6, SIZE, 4, seed=4)
+    other = ShapeImages(6, SIZE, 4, seed=4)
     assert any(not np.array_equal(a.sample(i)[0], other.sample(i)[0]) for i in range(6))
     assert not np.array_equal(a.sample(0)[0], other.sample(0)[0])
 
 
 def test_synthetic_labels_shapes_and_masks():
-    shapes = SyntheticShapes(40, SIZE, 5, seed=1)
+    shapes = ShapeImages(40, SIZE, 5, seed=1)
     assert shapes.labels == [shapes.sample(i)[1] for i in range(40)]
     assert set(shapes.labels) == set(range(5))
     assert shapes.class_names == ["circle", "square", "triangle", "cross", "ring"]
@@ -119,7 +127,7 @@ def test_synthetic_labels_shapes_and_masks():
     assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8
     assert mask.shape == (SIZE, SIZE) and mask.dtype == bool and mask.any() and not mask.all()
     assert 0 <= label < 5
-    gray = SyntheticShapes(2, SIZE, 5, channels=1, seed=1).sample(0)[0]
+    gray = ShapeImages(2, SIZE, 5, channels=1, seed=1).sample(0)[0]
     assert gray.shape == (SIZE, SIZE, 1) and gray.dtype == np.uint8
     with pytest.raises(IndexError):
         shapes.sample(40)
@@ -128,20 +136,20 @@ def test_synthetic_labels_shapes_and_masks():
 @pytest.mark.parametrize("num_classes", [0, 1, 11])
 def test_synthetic_num_classes_out_of_range(num_classes):
     with pytest.raises(InputError, match="num_classes"):
-        SyntheticShapes(4, SIZE, num_classes)
+        ShapeImages(4, SIZE, num_classes)
     with pytest.raises(InputError):
-        ImageClassificationDataModule(source="synthetic", num_classes=num_classes)
+        ImageClassificationDataModule(SyntheticShapes(num_classes=num_classes))
 
 
 @pytest.mark.parametrize("num_classes", [2, 10])
 def test_synthetic_num_classes_bounds_accepted(num_classes):
-    assert len(SyntheticShapes(4, SIZE, num_classes).class_names) == num_classes
-    assert module(num_classes=num_classes).num_classes == num_classes
+    assert len(ShapeImages(4, SIZE, num_classes).class_names) == num_classes
+    assert module(SyntheticShapes(num_classes=num_classes)).num_classes == num_classes
 
 
 @pytest.mark.parametrize("channels", [3, 1])
 def test_synthetic_datamodule_batches(channels):
-    dm = module(synthetic_samples=20, channels=channels, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    dm = module(SyntheticShapes(20), channels=channels, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     assert dm.class_names == ["circle", "square", "triangle", "cross"]
     for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
         batch = next(iter(loader))
@@ -161,7 +169,7 @@ def test_synthetic_datamodule_batches(channels):
 def test_folder_flat_layout_seeded_stratified_split(tmp_path):
     root = tmp_path / "flat"
     paths = write_image_folder(root, per_class=5, num_classes=4, image_size=SIZE)
-    dm = module(source="folder", root=str(root), val_split=0.4, split_seed=1)
+    dm = module(ImageFolder(str(root)), val_split=0.4, split_seed=1)
     # class names are the sorted folder names, not the order the shapes were written in
     assert dm.class_names == ["circle", "cross", "square", "triangle"]
     train, val = split_items(dm, "train"), split_items(dm, "val")
@@ -173,12 +181,8 @@ def test_folder_flat_layout_seeded_stratified_split(tmp_path):
     assert Counter(int(label) for _, label in train) == dict.fromkeys(range(4), 3)
 
     val_paths = [p for p, _ in val]
-    assert (
-        split_paths(module(source="folder", root=str(root), val_split=0.4, split_seed=1), "val") == val_paths
-    )
-    assert (
-        split_paths(module(source="folder", root=str(root), val_split=0.4, split_seed=2), "val") != val_paths
-    )
+    assert split_paths(module(ImageFolder(str(root)), val_split=0.4, split_seed=1), "val") == val_paths
+    assert split_paths(module(ImageFolder(str(root)), val_split=0.4, split_seed=2), "val") != val_paths
 
 
 def test_folder_train_val_test_layout(tmp_path):
@@ -186,7 +190,7 @@ def test_folder_train_val_test_layout(tmp_path):
     train = write_image_folder(root / "train", per_class=3, num_classes=2, image_size=SIZE)
     val = write_image_folder(root / "val", per_class=2, num_classes=2, image_size=SIZE, seed=1)
     test = write_image_folder(root / "test", per_class=1, num_classes=2, image_size=SIZE, seed=2)
-    dm = module(source="folder", root=str(root))
+    dm = module(ImageFolder(str(root)))
     assert dm.class_names == ["circle", "square"]
     for split, written in (("train", train), ("val", val), ("test", test)):
         items = split_items(dm, split)
@@ -199,7 +203,7 @@ def test_folder_valid_alias_for_val(tmp_path):
     root = tmp_path / "data"
     write_image_folder(root / "train", per_class=2, num_classes=2, image_size=SIZE)
     valid = write_image_folder(root / "valid", per_class=1, num_classes=2, image_size=SIZE, seed=1)
-    dm = module(source="folder", root=str(root))
+    dm = module(ImageFolder(str(root)))
     assert sorted(split_paths(dm, "val")) == sorted(str(p) for p in valid)
     assert len(split_paths(dm, "train")) == 4
 
@@ -208,7 +212,7 @@ def test_folder_grayscale_files_become_rgb(tmp_path):
     root = tmp_path / "gray"
     paths = write_image_folder(root, per_class=3, num_classes=2, image_size=SIZE, channels=1)
     assert Image.open(paths[0]).mode == "L"
-    dm = module(source="folder", root=str(root), channels=3, batch_size=16)
+    dm = module(ImageFolder(str(root)), channels=3, batch_size=16)
     batch = next(iter(dm.val_dataloader()))
     assert batch["image"].shape[1:] == (3, SIZE, SIZE)
     image = batch["image"][0]
@@ -219,7 +223,7 @@ def test_folder_val_class_missing_from_train(tmp_path):
     root = tmp_path / "data"
     write_image_folder(root / "train", per_class=2, num_classes=2, image_size=SIZE)
     write_image_folder(root / "val", per_class=1, num_classes=3, image_size=SIZE)
-    dm = module(source="folder", root=str(root))
+    dm = module(ImageFolder(str(root)))
     with pytest.raises(InputError, match="triangle"):
         dm.setup()
 
@@ -230,7 +234,7 @@ def test_csv_string_labels(tmp_path):
     names = ["dog", "cat", "bird", "dog", "cat", "bird", "dog", "cat"]
     rows = [{"image": f"id{i}", "label": name} for i, name in enumerate(names)]
     csv_path = write_csv(root / "train.csv", rows)
-    dm = module(source="csv", csv_path=str(csv_path), path_format="{}.png", val_split=0.34)
+    dm = module(CsvLabels(str(csv_path), path_format="{}.png"), val_split=0.34)
     assert dm.class_names == ["bird", "cat", "dog"]
     items = split_items(dm, "train") + split_items(dm, "val")
     expected = {str(root / f"id{i}.png"): dm.class_names.index(name) for i, name in enumerate(names)}
@@ -243,7 +247,7 @@ def test_csv_integer_labels(tmp_path):
     root = csv_images(tmp_path, 6)
     rows = [{"image": f"id{i}.png", "label": i % 3} for i in range(6)]
     csv_path = write_csv(tmp_path / "labels.csv", rows)
-    dm = module(source="csv", csv_path=str(csv_path), root=str(root), val_split=0.5)
+    dm = module(CsvLabels(str(csv_path), root=str(root)), val_split=0.5)
     assert dm.class_names == ["0", "1", "2"]
     items = split_items(dm, "train") + split_items(dm, "val")
     assert {path: int(label) for path, label in items} == {str(root / f"id{i}.png"): i % 3 for i in range(6)}
@@ -254,7 +258,7 @@ def test_csv_label_beyond_num_classes(tmp_path):
     rows = [{"image": f"id{i}", "label": i} for i in range(4)]
     csv_path = write_csv(root / "train.csv", rows)
     with pytest.raises(InputError) as error:
-        module(source="csv", csv_path=str(csv_path), path_format="{}.png", num_classes=3).setup()
+        module(CsvLabels(str(csv_path), path_format="{}.png", num_classes=3)).setup()
     message = str(error.value)
     assert str(csv_path) in message and "'label'" in message and "3" in message
 
@@ -262,7 +266,7 @@ def test_csv_label_beyond_num_classes(tmp_path):
 def test_csv_missing_column(tmp_path):
     csv_path = write_csv(tmp_path / "train.csv", [{"image": "a.png", "target": 0}])
     with pytest.raises(InputError) as error:
-        module(source="csv", csv_path=str(csv_path))
+        module(CsvLabels(str(csv_path)))
     message = str(error.value)
     assert str(csv_path) in message and "'label'" in message and "image, target" in message
 
@@ -275,8 +279,9 @@ def test_csv_fold_column_and_test_csv(tmp_path):
     # the test CSV has no fold column, as test sets never do
     test_rows = [{"image": f"id{i}", "label": "b"} for i in (100, 101, 102)]
     test_csv = write_csv(root / "test.csv", test_rows)
-    dm = module(source="csv", csv_path=str(csv_path), test_csv=str(test_csv), path_format="{}.png",
-                fold_column="kfold", fold=1)  # fmt: skip
+    dm = module(
+        CsvLabels(str(csv_path), test_csv=str(test_csv), path_format="{}.png", fold_column="kfold", fold=1)
+    )
     val = split_items(dm, "val")
     assert sorted(p for p, _ in val) == sorted(str(root / f"id{i}.png") for i in range(12) if i % 3 == 1)
     assert sorted(split_paths(dm, "train")) == sorted(
@@ -293,7 +298,7 @@ def test_csv_unknown_fold(tmp_path):
     root = csv_images(tmp_path, 4)
     rows = [{"image": f"id{i}", "label": i % 2, "kfold": i % 2} for i in range(4)]
     csv_path = write_csv(root / "train.csv", rows)
-    dm = module(source="csv", csv_path=str(csv_path), path_format="{}.png", fold_column="kfold", fold=7)
+    dm = module(CsvLabels(str(csv_path), path_format="{}.png", fold_column="kfold", fold=7))
     with pytest.raises(InputError, match="no fold 7"):
         dm.setup()
 
@@ -303,8 +308,12 @@ def test_csv_multilabel(tmp_path):
     vectors = [[((i % 8) >> b) & 1 for b in range(3)] for i in range(16)]  # every 0/1 combination twice
     rows = [{"image": f"id{i}", **dict(zip(["x", "y", "z"], v, strict=True))} for i, v in enumerate(vectors)]
     csv_path = write_csv(root / "train.csv", rows)
-    dm = module(source="csv", csv_path=str(csv_path), path_format="{}.png", label_mode="multilabel",
-                label_columns=["x", "y", "z"], val_split=0.25, batch_size=8)  # fmt: skip
+    dm = module(
+        CsvLabels(str(csv_path), path_format="{}.png", label_columns=["x", "y", "z"]),
+        label_mode="multilabel",
+        val_split=0.25,
+        batch_size=8,
+    )
     assert dm.class_names == ["x", "y", "z"]
     batch = next(iter(dm.val_dataloader()))
     assert batch["label"].dtype == torch.float32 and batch["label"].shape[1] == 3
@@ -319,8 +328,9 @@ def test_csv_multilabel_rejects_non_binary(tmp_path):
     rows = [{"image": f"id{i}", "x": 1, "y": 0} for i in range(4)]
     rows[2]["y"] = 0.5
     csv_path = write_csv(root / "train.csv", rows)
-    dm = module(source="csv", csv_path=str(csv_path), path_format="{}.png", label_mode="multilabel",
-                label_columns=["x", "y"])  # fmt: skip
+    dm = module(
+        CsvLabels(str(csv_path), path_format="{}.png", label_columns=["x", "y"]), label_mode="multilabel"
+    )
     with pytest.raises(InputError, match="0 or 1"):
         dm.setup()
 
@@ -331,8 +341,11 @@ def test_csv_soft_labels(tmp_path):
     targets = [np.eye(4)[i % 4].tolist() for i in range(8)] + [[0.1, 0.2, 0.3, 0.4]]
     rows = [{"image_id": f"id{i}", **dict(zip(columns, t, strict=True))} for i, t in enumerate(targets)]
     csv_path = write_csv(root / "train.csv", rows)
-    dm = module(source="csv", csv_path=str(csv_path), path_column="image_id", path_format="{}.png",
-                label_mode="soft", label_columns=columns, val_split=0.25)  # fmt: skip
+    dm = module(
+        CsvLabels(str(csv_path), path_column="image_id", path_format="{}.png", label_columns=columns),
+        label_mode="soft",
+        val_split=0.25,
+    )
     assert dm.class_names == columns
     items = split_items(dm, "train") + split_items(dm, "val")
     assert len(items) == 9
@@ -346,7 +359,7 @@ def test_csv_soft_labels(tmp_path):
 def test_csv_multiclass_with_several_columns(tmp_path):
     csv_path = write_csv(tmp_path / "train.csv", [{"image": "a.png", "x": 1, "y": 0}])
     with pytest.raises(InputError) as error:
-        module(source="csv", csv_path=str(csv_path), label_columns=["x", "y"])
+        module(CsvLabels(str(csv_path), label_columns=["x", "y"]))
     assert "soft" in str(error.value) and "multilabel" in str(error.value)
 
 
@@ -355,13 +368,13 @@ def test_csv_binary_with_three_classes(tmp_path):
         tmp_path / "train.csv", [{"image": f"{i}.png", "label": n} for i, n in enumerate("abc")]
     )
     with pytest.raises(InputError, match="binary"):
-        module(source="csv", csv_path=str(csv_path), label_mode="binary")
+        module(CsvLabels(str(csv_path)), label_mode="binary")
 
 
 def test_csv_binary_two_classes(tmp_path):
     root = csv_images(tmp_path, 4)
     csv_path = write_csv(root / "train.csv", [{"image": f"id{i}.png", "label": i % 2} for i in range(4)])
-    dm = module(source="csv", csv_path=str(csv_path), label_mode="binary", val_split=0.5)
+    dm = module(CsvLabels(str(csv_path)), label_mode="binary", val_split=0.5)
     assert dm.class_names == ["0", "1"]
     assert sorted(int(label) for _, label in split_items(dm, "val")) == [0, 1]
 
@@ -446,7 +459,7 @@ def folder_with_bad_images(tmp_path):
 
 def test_bad_images_skipped_with_warning(folder_with_bad_images, caplog):
     root, good, bad = folder_with_bad_images
-    dm = module(source="folder", root=str(root), bad_images="skip")
+    dm = module(ImageFolder(str(root)), bad_images="skip")
     caplog.set_level(logging.WARNING)
     dm.setup()
     assert sorted(split_paths(dm, "train")) == sorted(str(p) for p in good)
@@ -458,7 +471,7 @@ def test_bad_images_skipped_with_warning(folder_with_bad_images, caplog):
 
 def test_bad_images_error(folder_with_bad_images):
     root, _, bad = folder_with_bad_images
-    dm = module(source="folder", root=str(root), bad_images="error")
+    dm = module(ImageFolder(str(root)), bad_images="error")
     with pytest.raises(InputError) as error:
         dm.setup()
     assert str(bad[0]) in str(error.value) and str(bad[1]) in str(error.value)
@@ -477,7 +490,7 @@ def test_image_problem(folder_with_bad_images):
 def test_missing_root(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(MissingInputError, match="nowhere") as error:
-        module(source="folder", root=str(missing))
+        module(ImageFolder(str(missing)))
     assert isinstance(error.value, FileNotFoundError)
     assert str(missing) in str(error.value)
 
@@ -487,7 +500,7 @@ def test_root_without_class_folders(tmp_path):
     root.mkdir()
     (root / "image.jpg").write_bytes(jpeg_bytes())
     with pytest.raises(InputError, match="no class sub-folders"):
-        module(source="folder", root=str(root))
+        module(ImageFolder(str(root)))
 
 
 def test_class_folders_without_images(tmp_path):
@@ -496,24 +509,33 @@ def test_class_folders_without_images(tmp_path):
         (root / name).mkdir(parents=True)
         (root / name / "notes.txt").write_text("not an image")
     with pytest.raises(InputError, match="has no images"):
-        module(source="folder", root=str(root))
+        module(ImageFolder(str(root)))
 
 
 def test_missing_csv(tmp_path):
     missing = tmp_path / "labels.csv"
     with pytest.raises(MissingInputError) as error:
-        module(source="csv", csv_path=str(missing))
+        module(CsvLabels(str(missing)))
     assert str(missing) in str(error.value)
 
 
 def test_csv_source_needs_csv_path():
     with pytest.raises(InputError, match="csv_path"):
-        module(source="csv")
+        module(CsvLabels(""))
+    with pytest.raises(TypeError, match="csv_path"):
+        CsvLabels()  # type: ignore[call-arg]
+
+
+def test_folder_source_needs_root():
+    with pytest.raises(InputError, match="root"):
+        ImageFolder("")
+    with pytest.raises(TypeError, match="root"):
+        ImageFolder()  # type: ignore[call-arg]
 
 
 def test_unknown_torchvision_dataset():
     with pytest.raises(InputError) as error:
-        module(source="torchvision", dataset="ImageNet22k")
+        module(TorchvisionDataset(name="ImageNet22k"))
     message = str(error.value)
     assert "ImageNet22k" in message
     for name in ("MNIST", "FashionMNIST", "CIFAR10", "CIFAR100", "OxfordIIITPet", "Flowers102"):
@@ -547,8 +569,13 @@ def test_torchvision_source_with_fake_dataset(tmp_path, monkeypatch):
 
     spec = TorchvisionSpec(factory, CIFAR10_CLASSES, 3, ("train", "test"))
     monkeypatch.setitem(torchvision_datasets.TORCHVISION_DATASETS, "CIFAR10", spec)
-    dm = ImageClassificationDataModule(source="torchvision", dataset="CIFAR10", root=str(tmp_path),
-                                       image_size=32, batch_size=8, mean=None, std=None)  # fmt: skip
+    dm = ImageClassificationDataModule(
+        TorchvisionDataset(name="CIFAR10", root=str(tmp_path)),
+        image_size=32,
+        batch_size=8,
+        mean=[0.0],
+        std=[1.0],
+    )
     assert dm.class_names == [
         "airplane",
         "automobile",
@@ -579,8 +606,9 @@ def test_torchvision_source_with_fake_dataset(tmp_path, monkeypatch):
 
 
 def test_torchvision_missing_without_download(tmp_path):
-    dm = ImageClassificationDataModule(source="torchvision", dataset="CIFAR10", root=str(tmp_path / "none"),
-                                       image_size=32, batch_size=8)  # fmt: skip
+    dm = ImageClassificationDataModule(
+        TorchvisionDataset(name="CIFAR10", root=str(tmp_path / "none")), image_size=32, batch_size=8
+    )
     assert dm.class_names == CIFAR10_CLASSES
     with pytest.raises(MissingInputError, match="download: true"):
         dm.setup()
@@ -593,10 +621,10 @@ def test_predict_root(tmp_path):
     files = []
     for i, name in enumerate(["b.png", "a.png", "sub/c.jpg"]):
         (predict / name).parent.mkdir(exist_ok=True)
-        Image.fromarray(SyntheticShapes(3, 24, seed=5).sample(i)[0]).save(predict / name)
+        Image.fromarray(ShapeImages(3, 24, seed=5).sample(i)[0]).save(predict / name)
         files.append(str(predict / name))
     (predict / "readme.txt").write_text("not an image")
-    dm = module(synthetic_samples=8, predict_root=str(predict), batch_size=2)
+    dm = module(SyntheticShapes(8), predict_root=str(predict), batch_size=2)
     batches = list(dm.predict_dataloader())  # without an explicit setup("predict")
     assert [p for b in batches for p in b["path"]] == sorted(files)
     for batch in batches:
@@ -608,13 +636,13 @@ def test_predict_root(tmp_path):
 
 def test_predict_root_empty(tmp_path):
     (tmp_path / "predict").mkdir()
-    dm = module(synthetic_samples=8, predict_root=str(tmp_path / "predict"))
+    dm = module(SyntheticShapes(8), predict_root=str(tmp_path / "predict"))
     with pytest.raises(InputError, match="has no images"):
         dm.setup("predict")
 
 
 def test_predict_defaults_to_test_set():
-    dm = module(synthetic_samples=8)
+    dm = module(SyntheticShapes(8))
     assert split_paths(dm, "predict") == split_paths(dm, "test")
 
 
@@ -648,8 +676,8 @@ def test_imagenet_stats_averaged_for_one_channel():
 
 
 def test_augmentations_only_in_training():
-    plain = module(synthetic_samples=12)
-    flipped = module(synthetic_samples=12, augmentations=[A.HorizontalFlip(p=1.0)])
+    plain = module(SyntheticShapes(12))
+    flipped = module(SyntheticShapes(12), augmentations=[A.HorizontalFlip(p=1.0)])
     for split in ("train", "val", "test"):
         loader = getattr(flipped, f"{split}_dataloader")()
         reference = getattr(plain, f"{split}_dataloader")().dataset
@@ -663,7 +691,7 @@ def test_augmentations_only_in_training():
 
 
 def test_image_and_batch_size_changes_are_honoured():
-    dm = module(synthetic_samples=24, batch_size=4)
+    dm = module(SyntheticShapes(24), batch_size=4)
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 3, SIZE, SIZE)
     dm.image_size, dm.batch_size = 24, 6
@@ -676,7 +704,7 @@ def test_bad_images_in_several_splits_are_reported_together(folder_with_bad_imag
     root, _, bad = folder_with_bad_images
     val_bad = root / "val" / "circle" / "broken.png"
     val_bad.write_bytes(b"\x89PNG broken")
-    dm = module(source="folder", root=str(root), bad_images="error")
+    dm = module(ImageFolder(str(root)), bad_images="error")
     with pytest.raises(InputError) as error:
         dm.setup()
     message = str(error.value)
@@ -690,7 +718,7 @@ def test_split_left_empty_by_bad_images_is_an_error(tmp_path):
     for name in ("circle", "square"):
         (root / "val" / name).mkdir(parents=True)
         (root / "val" / name / "bad.jpg").write_bytes(b"not an image")
-    dm = module(source="folder", root=str(root), bad_images="skip")
+    dm = module(ImageFolder(str(root)), bad_images="skip")
     with pytest.raises(InputError, match="the val set has no readable images left"):
         dm.setup()
 
@@ -708,8 +736,11 @@ def test_multilabel_split_with_unique_combinations(tmp_path):
     columns = [f"l{i}" for i in range(8)]
     rows = [{"image": f"id{i}", **dict(zip(columns, v, strict=True))} for i, v in enumerate(vectors)]
     csv_path = write_csv(root / "train.csv", rows)
-    dm = module(source="csv", csv_path=str(csv_path), path_format="{}.png", label_mode="multilabel",
-                label_columns=columns, val_split=0.25)  # fmt: skip
+    dm = module(
+        CsvLabels(str(csv_path), path_format="{}.png", label_columns=columns),
+        label_mode="multilabel",
+        val_split=0.25,
+    )
     train, val = split_items(dm, "train"), split_items(dm, "val")
     assert len(train) + len(val) == 40 and 8 <= len(val) <= 12
     assert all(np.sum([label for _, label in val], axis=0) > 0)  # every label appears in validation
@@ -720,14 +751,14 @@ def test_csv_string_labels_must_match_num_classes(tmp_path):
     rows = [{"image": f"id{i}", "label": ["cat", "dog", "cow"][i % 3]} for i in range(6)]
     csv_path = write_csv(root / "train.csv", rows)
     with pytest.raises(InputError, match="has 3 distinct labels but num_classes is 2"):
-        module(source="csv", csv_path=str(csv_path), path_format="{}.png", num_classes=2)
+        module(CsvLabels(str(csv_path), path_format="{}.png", num_classes=2))
 
 
 def test_cache_images_gives_the_same_batches_without_rereading(tmp_path, monkeypatch):
     root = tmp_path / "data"
     write_image_folder(root, per_class=4, num_classes=2, image_size=SIZE)
-    plain = module(source="folder", root=str(root))
-    cached = module(source="folder", root=str(root), cache_images=True)
+    plain = module(ImageFolder(str(root)))
+    cached = module(ImageFolder(str(root)), cache_images=True)
     cached.setup()
     import vision_lightning.data.datasets as datasets
 
@@ -760,6 +791,138 @@ def test_cache_decodes_a_shared_source_once(tmp_path, monkeypatch):
         return real_read(path, channels)
 
     monkeypatch.setattr(datasets, "read_image", counting_read)
-    module(source="folder", root=str(root), cache_images=True).setup()
+    module(ImageFolder(str(root)), cache_images=True).setup()
     assert sorted(reads) == sorted(str(p) for p in paths)
     assert set(reads.values()) == {1}
+
+
+# ----------------------------------------------------------------------------- typed sources
+def test_folder_class_names_fix_order_and_allow_missing_folders(tmp_path):
+    root = tmp_path / "data"
+    write_image_folder(root / "train", per_class=2, num_classes=2, image_size=SIZE)
+    write_image_folder(root / "val", per_class=1, num_classes=2, image_size=SIZE, seed=1)
+    dm = module(ImageFolder(str(root), class_names=["square", "circle", "triangle"]))
+    assert dm.class_names == ["square", "circle", "triangle"] and dm.num_classes == 3
+    for path, label in split_items(dm, "train") + split_items(dm, "val"):
+        assert Path(path).parent.name == dm.class_names[int(label)]
+    with pytest.raises(InputError, match="circle"):  # a folder the class list lacks
+        module(ImageFolder(str(root), class_names=["square", "triangle"]))
+    with pytest.raises(InputError, match="distinct"):
+        ImageFolder(str(root), class_names=["a", "a"])
+
+
+@pytest.mark.parametrize("label_mode", ["multilabel", "soft"])
+def test_one_target_per_class_needs_a_csv(tmp_path, label_mode):
+    root = tmp_path / "data"
+    write_image_folder(root, per_class=2, num_classes=2, image_size=SIZE)
+    with pytest.raises(InputError, match="CsvLabels"):
+        module(ImageFolder(str(root)), label_mode=label_mode)
+    with pytest.raises(InputError, match="CsvLabels"):
+        module(SyntheticShapes(8), label_mode=label_mode)
+
+
+def test_csv_source_checks_its_own_arguments(tmp_path):
+    csv_path = write_csv(tmp_path / "train.csv", [{"image": "a.png", "label": 0}])
+    with pytest.raises(InputError, match="fold_column"):
+        CsvLabels(str(csv_path), fold=2)
+    with pytest.raises(InputError, match="path_format"):
+        CsvLabels(str(csv_path), path_format="images/a.png")
+    with pytest.raises(InputError, match="label_columns"):
+        CsvLabels(str(csv_path), label_columns=[])
+    with pytest.raises(InputError, match="class_names has 2 names but num_classes is 3"):
+        CsvLabels(str(csv_path), class_names=["a", "b"], num_classes=3)
+
+
+def test_synthetic_source_binary_default_seed_and_size():
+    assert module(SyntheticShapes(8), label_mode="binary").class_names == ["circle", "square"]
+    with pytest.raises(InputError, match="samples"):
+        SyntheticShapes(1)
+    a, b = module(SyntheticShapes(8, seed=1)), module(SyntheticShapes(8, seed=2))
+    images = [dm.test_dataloader().dataset[0]["image"] for dm in (a, b)]
+    assert not torch.equal(*images)
+    assert torch.equal(images[0], module(SyntheticShapes(8, seed=1)).test_dataloader().dataset[0]["image"])
+
+
+def test_source_must_be_a_classification_source():
+    with pytest.raises(InputError, match="ImageFolder"):
+        ImageClassificationDataModule(source="folder")  # type: ignore[arg-type]
+
+
+def test_torchvision_prepare_data_downloads_every_split(tmp_path, monkeypatch):
+    calls = []
+
+    def factory(root, split, download):
+        calls.append((root, split, download))
+        return FakeCifar(20, seed=0)
+
+    spec = TorchvisionSpec(factory, CIFAR10_CLASSES, 3, ("train", "test"))
+    monkeypatch.setitem(torchvision_datasets.TORCHVISION_DATASETS, "CIFAR10", spec)
+    module(TorchvisionDataset("CIFAR10", root=str(tmp_path), download=True)).prepare_data()
+    assert calls == [(str(tmp_path), "train", True), (str(tmp_path), "test", True)]
+    calls.clear()
+    module(TorchvisionDataset("CIFAR10", root=str(tmp_path))).prepare_data()
+    assert calls == []
+    assert TorchvisionDataset("CIFAR10").root == Path("data/CIFAR10")
+
+
+def test_preprocessing_and_plain_hyperparameters(tmp_path):
+    root = tmp_path / "data"
+    write_image_folder(root, per_class=2, num_classes=2, image_size=SIZE, channels=1)
+    dm = module(ImageFolder(str(root)), channels=1, resize=20, image_size=SIZE)
+    assert dm.preprocessing() == {
+        "image_size": SIZE, "mean": [0.0], "std": [1.0], "channels": 1, "resize": 20,
+        "class_names": ["circle", "square"], "label_mode": "multiclass",
+    }  # fmt: skip
+    assert dm.hparams["source"] == {
+        "class_path": "vision_lightning.data.classification_sources.ImageFolder",
+        "init_args": {"root": str(root), "class_names": None},
+    }
+    buffer = io.BytesIO()
+    torch.save({"hparams": dict(dm.hparams), "preprocessing": dm.preprocessing()}, buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True)["hparams"]["source"]["init_args"]["root"] == str(root)
+    assert repr(dm.source) == f"ImageFolder(root={str(root)!r}, class_names=None)"
+
+
+def test_sources_from_yaml_by_class_path(tmp_path):
+    """The YAML form: `source: {class_path, init_args}`, full or short class names."""
+    from jsonargparse import ArgumentParser
+
+    root = tmp_path / "data"
+    write_image_folder(root, per_class=3, num_classes=2, image_size=SIZE)
+    csv_path = write_csv(tmp_path / "labels.csv", [{"image": f"id{i}.png", "label": i % 2} for i in range(4)])
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(ImageClassificationDataModule, "data")
+    sources = {
+        "vision_lightning.data.ImageFolder": ({"root": str(root)}, ["circle", "square"]),
+        "CsvLabels": ({"csv_path": str(csv_path), "class_names": ["no", "yes"]}, ["no", "yes"]),
+        "TorchvisionDataset": ({"name": "MNIST"}, [str(i) for i in range(10)]),
+        "vision_lightning.data.classification_sources.SyntheticShapes": ({"num_classes": 3}, None),
+    }
+    for class_path, (init_args, classes) in sources.items():
+        data = {"source": {"class_path": class_path, "init_args": init_args}, "loader": {"num_workers": 0}}
+        config = parser.parse_object({"data": data})
+        dm = parser.instantiate_classes(config).data
+        assert isinstance(dm.source, ClassificationSource) and class_path.endswith(type(dm.source).__name__)
+        assert dm.class_names == (classes or ["circle", "square", "triangle"])
+    config = parser.parse_args(["--data.source", "ImageFolder", "--data.source.root", str(root)])
+    assert parser.instantiate_classes(config).data.class_names == ["circle", "square"]
+
+
+def test_rebuilt_from_its_saved_hyperparameters(tmp_path):
+    """`load_from_checkpoint` calls the constructor with the saved (plain) hyperparameters: the
+    source and the loader options come back from their {class_path, init_args} descriptions."""
+    root = tmp_path / "data"
+    write_image_folder(root, per_class=2, num_classes=2, image_size=SIZE)
+    dm = module(ImageFolder(str(root), class_names=["square", "circle"]), loader={"num_workers": 0})
+    buffer = io.BytesIO()
+    torch.save(dict(dm.hparams), buffer)
+    buffer.seek(0)
+    again = ImageClassificationDataModule(**torch.load(buffer, weights_only=True))
+    assert isinstance(again.source, ImageFolder) and again.class_names == ["square", "circle"]
+    assert again.loader == dm.loader and again.preprocessing() == dm.preprocessing()
+    assert split_paths(again, "val") == split_paths(dm, "val")
+    with pytest.raises(InputError, match="class_path"):
+        module({"root": str(root)})
+    with pytest.raises(InputError, match="does not name a ClassificationSource"):
+        module({"class_path": "vision_lightning.data.base.LoaderOptions", "init_args": {}})

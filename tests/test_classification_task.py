@@ -16,25 +16,21 @@ import torch.nn.functional as F
 import torchvision
 from fsspec.implementations.local import LocalFileOpener
 from torch import nn
+from vision_lightning.tasks.optimization import build_optimizer, build_scheduler
 
 from tests.conftest import cpu_trainer as trainer
 from vision_lightning.callbacks import PredictionWriter
 from vision_lightning.data.classification import ImageClassificationDataModule
+from vision_lightning.data.classification_sources import SyntheticShapes
 from vision_lightning.tasks import ClassifierModule
-from vision_lightning.tasks.optimization import build_optimizer, build_scheduler
 from vision_lightning.utils.errors import InputError
 
 
 # ----------------------------------------------------------------------------- helpers
 def datamodule(**kwargs) -> ImageClassificationDataModule:
-    defaults = {
-        "source": "synthetic",
-        "image_size": 32,
-        "batch_size": 16,
-        "synthetic_samples": 64,
-        "num_classes": 4,
-    }
-    return ImageClassificationDataModule(**{**defaults, **kwargs})
+    defaults = {"image_size": 32, "batch_size": 16}
+    source = SyntheticShapes(kwargs.pop("samples", 64), num_classes=kwargs.pop("num_classes", 4))
+    return ImageClassificationDataModule(source, **{**defaults, **kwargs})
 
 
 def clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -182,7 +178,7 @@ def test_label_rows_of_the_wrong_width():
 # ----------------------------------------------------------------------------- training
 def test_short_fit_learns_synthetic_shapes():
     pl.seed_everything(0, verbose=False)
-    dm = datamodule(synthetic_samples=960, batch_size=32)
+    dm = datamodule(samples=960, batch_size=32)
     model = ClassifierModule("cifar_lenet", num_classes=4, class_names=dm.class_names, lr=3e-3)
     fit = trainer(max_epochs=4, num_sanity_val_steps=0)
     fit.fit(model, dm)
@@ -472,7 +468,7 @@ def test_module_backbone_that_is_not_pooled():
 
 def test_validate_before_fit_then_fit_trains():
     """`trainer.validate` leaves metric states made under inference mode; fit must still update them."""
-    data = ImageClassificationDataModule(synthetic_samples=64, image_size=32, batch_size=16)
+    data = ImageClassificationDataModule(SyntheticShapes(64), image_size=32, batch_size=16)
     model = ClassifierModule("cifar_lenet", num_classes=data.num_classes)
     options = dict(
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False

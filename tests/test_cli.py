@@ -83,7 +83,7 @@ def test_predict_writes_csv(quickstart_run: Path, tmp_path: Path):
     with (out / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["path", "prediction", "circle", "square", "triangle", "cross"]
-    assert len(rows) == 500  # synthetic test set: synthetic_samples // 4
+    assert len(rows) == 500  # synthetic test set: a quarter of the source's 2,000 samples
     for row in rows:
         probs = [float(row[c]) for c in ("circle", "square", "triangle", "cross")]
         assert abs(sum(probs) - 1) < 1e-4
@@ -146,12 +146,22 @@ def test_print_config_shows_linked_arguments(capsys):
     ("override", "message"),
     [
         (
-            ["--data.init_args.source", "folder", "--data.init_args.root", "/does/not/exist"],
+            [
+                "--data.init_args.source",
+                "ImageFolder",
+                "--data.init_args.source.init_args.root",
+                "/does/not/exist",
+            ],
             "image folder /does/not/exist does not exist",
         ),
         (["--model.init_args.backbone", "resnet181"], "unknown backbone 'resnet181'; did you mean resnet18"),
         (
-            ["--data.init_args.source", "csv", "--data.init_args.csv_path", "/missing.csv"],
+            [
+                "--data.init_args.source",
+                "CsvLabels",
+                "--data.init_args.source.init_args.csv_path",
+                "/missing.csv",
+            ],
             "CSV file /missing.csv does not exist",
         ),
         (
@@ -181,8 +191,9 @@ def test_bad_input_is_one_line(override, message, capsys, tmp_path):
 def test_csv_without_label_column_is_one_line(tmp_path, capsys):
     (tmp_path / "labels.csv").write_text("image,target\na.png,0\n")
     with pytest.raises(SystemExit):
-        run_cli("fit", "--config", QUICKSTART, "--data.init_args.source", "csv",
-                "--data.init_args.csv_path", tmp_path / "labels.csv", "--data.init_args.label_columns", "label")  # fmt: skip
+        run_cli("fit", "--config", QUICKSTART, "--data.init_args.source", "CsvLabels",
+                "--data.init_args.source.init_args.csv_path", tmp_path / "labels.csv",
+                "--data.init_args.source.init_args.label_columns", "label")  # fmt: skip
     err = capsys.readouterr().err
     assert f"error: {tmp_path / 'labels.csv'} has no column 'label' (columns: image, target)" in err
     assert "Traceback" not in err

@@ -19,7 +19,7 @@ from PIL import Image
 
 from tests.conftest import fake_torchvision, run_cli
 from tests.embedding_cache import write_embedding_cache
-from vision_lightning.data.synthetic import SyntheticShapes, write_image_folder
+from vision_lightning.data.synthetic import ShapeImages, write_image_folder
 from vision_lightning.data.textures import SyntheticTextures
 from vision_lightning.utils.rle import rle_encode
 
@@ -27,29 +27,36 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 
 
-def _folder_data(data: dict, tmp_path: Path) -> list[str]:
+SOURCE = "--data.init_args.source.init_args."  # the data source's own arguments
+
+
+def _folder_data(source: dict, tmp_path: Path) -> list[str]:
     root = tmp_path / "images"
     write_image_folder(root / "train", per_class=4, num_classes=3, image_size=32)
     write_image_folder(root / "test", per_class=2, num_classes=3, image_size=32, seed=1)
-    return ["--data.init_args.root", root]
+    return [SOURCE + "root", root]
 
 
-def _csv_args(root: Path, csv_path: Path, rows: list[dict]) -> list:
-    """Write `rows` to `csv_path`; the CLI arguments that point a config at it."""
+def _write_csv(csv_path: Path, rows: list[dict]) -> Path:
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return ["--data.init_args.csv_path", csv_path, "--data.init_args.root", root]
+    return csv_path
 
 
-def _csv_data(data: dict, tmp_path: Path) -> list[str]:
+def _csv_args(root: Path, csv_path: Path, rows: list[dict]) -> list:
+    """Write `rows` to `csv_path`; the CLI arguments that point a config at it."""
+    return ["--data.init_args.csv_path", _write_csv(csv_path, rows), "--data.init_args.root", root]
+
+
+def _csv_data(source: dict, mode: str, tmp_path: Path) -> list[str]:
+    """Images and a CSV with the columns of a `CsvLabels` source (`source`: its init_args)."""
     root = tmp_path / "csv"
-    mode = data.get("label_mode", "multiclass")
-    label_columns = data.get("label_columns", "label")
+    label_columns = source.get("label_columns", "label")
     label_columns = [label_columns] if isinstance(label_columns, str) else label_columns
-    path_column, path_format = data.get("path_column", "image"), data.get("path_format", "{}")
-    fold_column = data.get("fold_column")
+    path_column, path_format = source.get("path_column", "image"), source.get("path_format", "{}")
+    fold_column = source.get("fold_column")
     source = write_image_folder(tmp_path / "shapes", per_class=5, num_classes=2, image_size=32)
     rows = []
     for i, image in enumerate(source):
@@ -64,7 +71,24 @@ def _csv_data(data: dict, tmp_path: Path) -> list[str]:
         if fold_column:
             row[fold_column] = i % 5
         rows.append(row)
-    return _csv_args(root, root / "train.csv", rows)
+    return [SOURCE + "csv_path", _write_csv(root / "train.csv", rows), SOURCE + "root", root]
+
+
+def _classification_data(data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Data in the layout of the config's classification source (`data.source.class_path`)."""
+    source = data.get("source") or {}
+    kind = source.get("class_path", "SyntheticShapes").rsplit(".", 1)[-1]
+    init_args = source.get("init_args") or {}
+    if kind == "SyntheticShapes":
+        return [SOURCE + "samples", "32"]
+    if kind == "ImageFolder":
+        return _folder_data(init_args, tmp_path)
+    if kind == "CsvLabels":
+        return _csv_data(init_args, data.get("label_mode", "multiclass"), tmp_path)
+    if kind == "TorchvisionDataset":
+        fake_torchvision(monkeypatch, init_args["name"], size=data.get("image_size", 32))
+        return [SOURCE + "download", "false", SOURCE + "root", tmp_path / "tv"]
+    raise AssertionError(f"config smoke test does not know classification source {kind!r}: teach it")
 
 
 def _mask_file(mask: np.ndarray, source: str, args: dict) -> Image.Image:
@@ -86,7 +110,7 @@ def _segmentation_data(data: dict, tmp_path: Path) -> list[str]:
     set_arg = "--data.init_args.source.init_args."
     root, mode = tmp_path / "seg", data.get("mode", "binary")
     classes = len(data.get("class_names") or args.get("colors") or []) or data.get("num_classes") or 2
-    shapes = SyntheticShapes(12, 64, 2, channels=data.get("channels", 3))
+    shapes = ShapeImages(12, 64, 2, channels=data.get("channels", 3))
     samples = []
     for i in range(len(shapes)):
         image, label, mask = shapes.sample(i)
@@ -192,19 +216,11 @@ def redirect_data(
         return _superres_data(data, tmp_path, min_size)
     if kind == "StyleTransferDataModule":
         return _style_data(data, tmp_path)
+    if kind == "ImageClassificationDataModule":
+        return _classification_data(data, tmp_path, monkeypatch)
     if kind == "SegmentationDataModule":
         return _segmentation_data(data, tmp_path) + ["--data.init_args.cache_images", "false"]
-    source = data.get("source", "synthetic")
-    if source == "synthetic":
-        return ["--data.init_args.synthetic_samples", "32"]
-    if source == "folder":
-        return _folder_data(data, tmp_path)
-    if source == "csv":
-        return _csv_data(data, tmp_path)
-    if source == "torchvision":
-        fake_torchvision(monkeypatch, data["dataset"], size=data.get("image_size", 32))
-        return ["--data.init_args.download", "false", "--data.init_args.root", tmp_path / "tv"]
-    raise AssertionError(f"config smoke test does not know data source {source!r}: teach redirect_data")
+    raise AssertionError(f"config smoke test does not know data module {kind!r}: teach redirect_data")
 
 
 #: the subcommand a config is run with, by model class (the rest: fit)

@@ -17,8 +17,9 @@ from tests.embedding_cache import write_embedding_cache
 from vision_lightning import EmbeddingDataModule, FeatureExtractModule, ImageClassificationDataModule
 from vision_lightning.callbacks import PredictionWriter
 from vision_lightning.data.base import LoaderOptions
-from vision_lightning.outputs.embeddings import HEADER_BYTES, EmbeddingSink, NpyRowWriter
+from vision_lightning.data.classification_sources import ImageFolder, SyntheticShapes
 from vision_lightning.data.synthetic import write_image_folder
+from vision_lightning.outputs.embeddings import HEADER_BYTES, EmbeddingSink, NpyRowWriter
 from vision_lightning.utils.errors import InputError, MissingInputError
 
 
@@ -115,9 +116,8 @@ def test_sink_labels_without_names_or_labels(tmp_path: Path):
 # ---------------------------------------------------------------- predict_splits and the writer
 def test_predict_splits_write_one_cache_per_split_with_labels(tmp_path: Path):
     data = ImageClassificationDataModule(
-        source="synthetic", num_classes=3, synthetic_samples=20, image_size=32, batch_size=8,
-        predict_splits=["train", "val"],
-    )  # fmt: skip
+        SyntheticShapes(20, num_classes=3), image_size=32, batch_size=8, predict_splits=["train", "val"]
+    )
     model = FeatureExtractModule("cifar_lenet", layers=["output", "3"])
     trainer = cpu_trainer(callbacks=[PredictionWriter(str(tmp_path))])
     trainer.predict(model, datamodule=data, return_predictions=False)
@@ -134,9 +134,7 @@ def test_predict_splits_write_one_cache_per_split_with_labels(tmp_path: Path):
 
 
 def test_several_unnamed_loaders_get_their_index(tmp_path: Path):
-    data = ImageClassificationDataModule(
-        source="synthetic", num_classes=2, synthetic_samples=10, image_size=32
-    )
+    data = ImageClassificationDataModule(SyntheticShapes(10, num_classes=2), image_size=32)
     model = FeatureExtractModule("cifar_lenet")
     loaders = [data.val_dataloader(), data.test_dataloader()]
     cpu_trainer(callbacks=[PredictionWriter(str(tmp_path))]).predict(model, loaders, return_predictions=False)
@@ -150,9 +148,7 @@ def test_predict_splits_refuses_unknown_and_missing_splits(tmp_path: Path):
     with pytest.raises(InputError, match="empty or repeated"):
         ImageClassificationDataModule(predict_splits=["val", "val"])
     write_image_folder(tmp_path / "train", per_class=3, num_classes=2, image_size=32)
-    data = ImageClassificationDataModule(
-        source="folder", root=str(tmp_path), image_size=32, predict_splits=["test"]
-    )
+    data = ImageClassificationDataModule(ImageFolder(str(tmp_path)), image_size=32, predict_splits=["test"])
     with pytest.raises(InputError, match="no test split.*it has train, val"):
         data.predict_dataloader()
 

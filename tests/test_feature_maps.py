@@ -22,6 +22,7 @@ from vision_lightning import (
 )
 from vision_lightning.callbacks.feature_maps import PAD, feature_map_grid, filter_grid, tile_scale
 from vision_lightning.data import segmentation_sources as seg
+from vision_lightning.data.classification_sources import SyntheticShapes
 from vision_lightning.utils.errors import InputError
 
 
@@ -56,7 +57,7 @@ def _grid_size(rows: int, columns: int, tile: int) -> tuple[int, int, int]:
 
 def _shapes(count: int, image_size: int = 32) -> ImageClassificationDataModule:
     return ImageClassificationDataModule(
-        source="synthetic", num_classes=2, synthetic_samples=count, image_size=image_size, batch_size=4
+        SyntheticShapes(count, num_classes=2), image_size=image_size, batch_size=4
     )
 
 

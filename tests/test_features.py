@@ -25,6 +25,7 @@ from vision_lightning import (
     SegmentationModule,
 )
 from vision_lightning.callbacks import PredictionWriter
+from vision_lightning.data.classification_sources import ImageFolder, SyntheticShapes
 from vision_lightning.tasks.features import pool_features
 from vision_lightning.tasks.loading import load_task_checkpoint
 from vision_lightning.utils.errors import InputError, MissingInputError
@@ -119,8 +120,7 @@ def test_a_ready_module_is_not_a_hyperparameter(tmp_path: Path):
 # ---------------------------------------------------------------- checkpoints of this project's tasks
 def _save(task: pl.LightningModule, path: Path) -> Path:
     trainer = cpu_trainer(max_steps=1, limit_val_batches=0)
-    data = ImageClassificationDataModule(source="synthetic", num_classes=3, synthetic_samples=8, image_size=32,
-                                         batch_size=4)  # fmt: skip
+    data = ImageClassificationDataModule(SyntheticShapes(8, num_classes=3), image_size=32, batch_size=4)
     trainer.fit(task, data)
     trainer.save_checkpoint(path)
     return path
@@ -207,7 +207,7 @@ def test_cli_predict_writes_embeddings_and_an_index_with_labels(tmp_path: Path):
     run_cli(
         "predict",
         "--model", "FeatureExtractModule", "--model.backbone", "cifar_lenet", "--model.layers", "[output, '6']",
-        "--data", "ImageClassificationDataModule", "--data.source", "folder", "--data.root", tmp_path / "images",
+        "--data", "ImageClassificationDataModule", "--data.source", "ImageFolder", "--data.source.root", tmp_path / "images",
         "--data.image_size", "32", "--data.batch_size", "4", "--data.predict_splits", "[train, val]",
         "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", tmp_path, "--prediction_writer.output_dir", out,
@@ -227,8 +227,9 @@ def test_seed001_workflow_extract_probe_knn(tmp_path: Path):
     pl.seed_everything(0)
     _colour_folder(tmp_path / "images/train", 24)
     _colour_folder(tmp_path / "images/val", 8, seed=1)
-    images = ImageClassificationDataModule(source="folder", root=str(tmp_path / "images"), image_size=32,
-                                           batch_size=16, predict_splits=["train", "val"])  # fmt: skip
+    images = ImageClassificationDataModule(
+        ImageFolder(str(tmp_path / "images")), image_size=32, batch_size=16, predict_splits=["train", "val"]
+    )
     classifier = ClassifierModule("cifar_lenet", num_classes=2, lr=3e-3, log_images=0)
     trainer = cpu_trainer(max_epochs=2)
     trainer.fit(classifier, images)
@@ -255,7 +256,7 @@ def test_cli_extracts_from_a_checkpoint_the_cli_wrote(tmp_path: Path):
     classifier's backbone, not apply this run's argument links to it."""
     _colour_folder(tmp_path / "images/train", 4)
     _colour_folder(tmp_path / "images/val", 2, seed=1)
-    data = ["--data", "ImageClassificationDataModule", "--data.source", "folder", "--data.root", tmp_path / "images",
+    data = ["--data", "ImageClassificationDataModule", "--data.source", "ImageFolder", "--data.source.root", tmp_path / "images",
             "--data.image_size", "32", "--data.batch_size", "4"]  # fmt: skip
     quiet = ["--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
     run_cli("fit", "--model", "ClassifierModule", "--model.backbone", "cifar_lenet", *data, *quiet,

@@ -27,6 +27,7 @@ from tests.conftest import cpu_trainer
 from vision_lightning import BackboneFreezeUnfreeze, ClassifierModule, SegmentationModule, SuperResModule
 from vision_lightning.data import segmentation_sources as seg
 from vision_lightning.data.classification import ImageClassificationDataModule
+from vision_lightning.data.classification_sources import SyntheticShapes
 from vision_lightning.data.segmentation import SegmentationDataModule
 from vision_lightning.data.superres import SuperResDataModule
 from vision_lightning.data.superres_sources import SyntheticTextureImages
@@ -40,11 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # ----------------------------------------------------------------------------- helpers
 def classification_data(**kwargs) -> ImageClassificationDataModule:
     args = {
-        "source": "synthetic",
+        "source": SyntheticShapes(32, num_classes=4),
         "image_size": 32,
         "batch_size": 8,
-        "synthetic_samples": 32,
-        "num_classes": 4,
     }
     return ImageClassificationDataModule(**{**args, **kwargs})
 
@@ -470,7 +469,7 @@ def test_cli_fit_then_resume_across_the_unfreeze(tmp_path: Path):
         "fit", "--config", config,
         "--trainer.callbacks+=vision_lightning.BackboneFreezeUnfreeze", "--trainer.callbacks.unfreeze_at_epoch", "1",
         "--trainer.callbacks.backbone_lr_factor", "[0.01, 0.1]",
-        "--model.init_args.scheduler", "null", "--data.init_args.synthetic_samples", "64",
+        "--model.init_args.scheduler", "null", "--data.init_args.source.init_args.samples", "64",
         "--data.init_args.batch_size", "16", "--trainer.log_every_n_steps", "1",
         "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
         "--trainer.default_root_dir", run, "--checkpoint.dirpath", run / "checkpoints",

@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tests.conftest import run_cli
 from vision_lightning import ClassifierModule, ImageClassificationDataModule
+from vision_lightning.data.classification_sources import SyntheticShapes
 from vision_lightning.lr_find import LRFindResult, VisionTrainer, suggest_lr
 from vision_lightning.utils.visualize import line_plot_image
 
@@ -26,7 +27,7 @@ QUICKSTART = ROOT / "configs/quickstart/classification.yaml"
 QUICKSTART_LR = 0.003  # the config's lr
 TINY = [
     "--config", QUICKSTART,
-    "--data.init_args.synthetic_samples", "160",  # 128 training images: 8 batches of 16
+    "--data.init_args.source.init_args.samples", "160",  # 128 training images: 8 batches of 16
     "--data.init_args.batch_size", "16",
     "--trainer.accelerator", "cpu",
     "--trainer.enable_progress_bar", "false",
@@ -76,7 +77,7 @@ def test_lr_find_subcommand_writes_curve_and_suggestion(tmp_path: Path, capsys):
 
 def test_lr_find_leaves_the_model_as_it_was(tmp_path: Path):
     """Weights and BatchNorm statistics restored, `lr` untouched: the search trains nothing."""
-    data = ImageClassificationDataModule(source="synthetic", num_classes=3, synthetic_samples=96, image_size=32, batch_size=16)  # fmt: skip
+    data = ImageClassificationDataModule(SyntheticShapes(96, num_classes=3), image_size=32, batch_size=16)
     model = ClassifierModule(backbone="lenet5_bn", num_classes=3, lr=0.01, scheduler="onecycle")
     before = copy.deepcopy(model.state_dict())
     trainer = VisionTrainer(
@@ -129,7 +130,7 @@ def test_lightning_learning_rate_finder_works_without_a_schedule(tmp_path: Path)
     run_cli(
         "fit", *TINY, "--trainer.callbacks+=LearningRateFinder", "--trainer.callbacks.num_training_steps", "20",
         "--trainer.callbacks.early_stop_threshold", "null",  # all 20 steps: the run has 32 batches
-        "--model.init_args.scheduler", "null", "--data.init_args.synthetic_samples", "320",
+        "--model.init_args.scheduler", "null", "--data.init_args.source.init_args.samples", "320",
         "--data.init_args.batch_size", "8",
         "--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "1",
         "--trainer.default_root_dir", tmp_path, "--checkpoint.dirpath", tmp_path / "checkpoints",

@@ -26,6 +26,7 @@ from vision_lightning import (
     SuperResModule,
 )
 from vision_lightning.data import segmentation_sources as seg
+from vision_lightning.data.classification_sources import SyntheticShapes
 from vision_lightning.data.superres_sources import SyntheticTextureImages
 from vision_lightning.optim import StepSchedule, estimated_stepping_batches
 from vision_lightning.utils.errors import InputError
@@ -67,7 +68,7 @@ class Recorder(pl.Callback):
 
 
 def classification_data(**kwargs) -> ImageClassificationDataModule:
-    args = {"synthetic_samples": 32, "image_size": 16, "batch_size": 4, "num_classes": 4, **kwargs}
+    args = {"source": SyntheticShapes(32, num_classes=4), "image_size": 16, "batch_size": 4, **kwargs}
     return ImageClassificationDataModule(**args)
 
 
@@ -260,7 +261,7 @@ def test_the_estimate_is_the_number_of_optimizer_steps_taken(options):
 
 def test_the_estimate_splits_each_stage_across_devices():
     """Under DDP Lightning gives each device ceil(n / devices) samples (DistributedSampler pads)."""
-    data = classification_data(synthetic_samples=40)
+    data = classification_data(source=SyntheticShapes(40, num_classes=4))
     data.setup("fit")
     samples = len(data.train_dataloader().dataset)
     fake = SimpleNamespace(
@@ -349,7 +350,9 @@ model:
 data:
   class_path: vision_lightning.ImageClassificationDataModule
   init_args:
-    synthetic_samples: 20      # 4 validation images
+    source:
+      class_path: vision_lightning.data.classification_sources.SyntheticShapes
+      init_args: {samples: 20}   # 4 validation images
     image_size: 16
     batch_size: 4
 """

@@ -1,5 +1,11 @@
 from vision_lightning.data.base import VisionDataModule
 from vision_lightning.data.classification import ImageClassificationDataModule
+from vision_lightning.data.classification_sources import (
+    ClassificationSource,
+    CsvLabels,
+    ImageFolder,
+    TorchvisionDataset,
+)
 from vision_lightning.data.embeddings import EmbeddingDataModule
 from vision_lightning.data.segmentation import SegmentationDataModule
 from vision_lightning.data.segmentation_sources import MaskFolders, PaletteMasks, RleCsv, SegmentationSource
@@ -8,27 +14,31 @@ from vision_lightning.data.style import StyleTransferDataModule
 from vision_lightning.data.style_sources import ContentFolders, ContentSource, SyntheticTextureContent
 from vision_lightning.data.superres import SuperResDataModule
 from vision_lightning.data.superres_sources import SuperResFolders, SuperResSource, SyntheticTextureImages
-from vision_lightning.data.synthetic import SyntheticShapes, write_image_folder
+from vision_lightning.data.synthetic import ShapeImages, write_image_folder
 from vision_lightning.data.textures import SyntheticTextures
 
 __all__ = [
+    "ClassificationSource",
     "ContentFolders",
     "ContentSource",
+    "CsvLabels",
     "EmbeddingDataModule",
     "ImageClassificationDataModule",
+    "ImageFolder",
     "MaskFolders",
     "PaletteMasks",
     "RleCsv",
     "SegmentationDataModule",
     "SegmentationSource",
+    "ShapeImages",
     "StyleTransferDataModule",
     "SuperResDataModule",
     "SuperResFolders",
     "SuperResSource",
-    "SyntheticShapes",
     "SyntheticTextureContent",
     "SyntheticTextureImages",
     "SyntheticTextures",
+    "TorchvisionDataset",
     "VisionDataModule",
     "group_split",
     "stratified_folds",

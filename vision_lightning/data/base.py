@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from vision_lightning.data.datasets import CachedSource, SampleSource, collate
 from vision_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vision_lightning.utils.errors import InputError
-from vision_lightning.utils.hparams import PlainHyperparameters
+from vision_lightning.utils.hparams import PlainHyperparameters, from_plain
 
 log = logging.getLogger(__name__)
 Split = tuple[SampleSource, list[int]]
@@ -88,8 +88,7 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
             raise InputError(f"bad_images must be skip, error or off, got {bad_images!r}")
         if (mean is None) != (std is None):
             raise InputError("give both mean and std, or neither (then the model's or ImageNet's are used)")
-        if isinstance(loader, dict):  # from Python, or read back from a checkpoint ({class_path, init_args})
-            loader = LoaderOptions(**loader.get("init_args", loader))
+        loader = from_plain(loader, LoaderOptions)  # a dict: from Python or saved hyperparameters
         self.predict_splits = _check_predict_splits(predict_splits)
         self.image_size = image_size
         self.batch_size = batch_size

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from vision_lightning.data.synthetic import SyntheticShapes
+from vision_lightning.data.synthetic import ShapeImages
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.images import read_image, to_float_tensor
 
@@ -42,11 +42,15 @@ class FileSource:
 class SyntheticSource:
     """Synthetic shapes, the shape being the class."""
 
-    def __init__(self, shapes: SyntheticShapes, name: str = "synthetic") -> None:
+    def __init__(self, shapes: ShapeImages, name: str = "synthetic") -> None:
         self.shapes, self.name = shapes, name
 
     def __len__(self) -> int:
         return len(self.shapes)
+
+    @property
+    def targets(self) -> list[int]:
+        return self.shapes.labels
 
     def load(self, index: int) -> tuple[np.ndarray, Any, str]:
         image, label, _ = self.shapes.sample(index)

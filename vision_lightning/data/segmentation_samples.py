@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vision_lightning.data.synthetic import SyntheticShapes
+from vision_lightning.data.synthetic import ShapeImages
 from vision_lightning.utils.errors import InputError, MissingInputError
 from vision_lightning.utils.images import image_size_of, list_images, read_image, read_mask
 from vision_lightning.utils.rle import rle_decode_many
@@ -139,7 +139,7 @@ class SyntheticMaskSource:
     """Synthetic shapes and their masks: binary = the shape, multiclass = 1 + its kind
     (0 is background), multilabel = one plane per kind."""
 
-    def __init__(self, shapes: SyntheticShapes, mode: str, name: str = "synthetic") -> None:
+    def __init__(self, shapes: ShapeImages, mode: str, name: str = "synthetic") -> None:
         self.shapes, self.mode, self.name = shapes, mode, name
 
     def __len__(self) -> int:

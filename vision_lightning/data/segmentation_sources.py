@@ -41,7 +41,7 @@ from vision_lightning.data.segmentation_samples import (
 )
 from vision_lightning.data.splits import find_split_folder
 from vision_lightning.data.synthetic import SHAPE_NAMES
-from vision_lightning.data.synthetic import SyntheticShapes as ShapeGenerator
+from vision_lightning.data.synthetic import ShapeImages as ShapeGenerator
 from vision_lightning.utils.errors import InputError, MissingInputError
 
 MaskFormat = Literal["index", "nonzero", "scale255"]

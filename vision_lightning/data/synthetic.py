@@ -68,8 +68,10 @@ def render_shape(
     return image, label, mask
 
 
-class SyntheticShapes:
-    """`num_samples` shapes of `num_classes` kinds (at most 10) as an indexable data source."""
+class ShapeImages:
+    """`num_samples` shapes of `num_classes` kinds (at most 10): images, class ids and masks by index.
+
+    The generator behind the classification and segmentation `SyntheticShapes` sources."""
 
     def __init__(
         self,
@@ -116,7 +118,7 @@ def write_image_folder(
 ) -> list[Path]:
     """Write synthetic shapes as an ImageFolder tree `root/<class>/<n><extension>`; return the paths."""
     root = Path(root)
-    source = SyntheticShapes(per_class * num_classes * 4, image_size, num_classes, channels, seed)
+    source = ShapeImages(per_class * num_classes * 4, image_size, num_classes, channels, seed)
     counts = dict.fromkeys(range(num_classes), 0)
     paths = []
     for index in range(len(source)):

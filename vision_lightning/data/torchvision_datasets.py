@@ -100,7 +100,7 @@ class TorchvisionSource:
         )
 
     @property
-    def labels(self) -> list[int]:
+    def targets(self) -> list[int]:
         for attribute in ("targets", "_labels"):
             if hasattr(self.dataset, attribute):
                 return [int(t) for t in getattr(self.dataset, attribute)]

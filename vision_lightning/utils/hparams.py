@@ -11,12 +11,15 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import importlib
 import inspect
 from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
 from torch import nn
+
+from vision_lightning.utils.errors import InputError
 
 PRIMITIVES = (str, int, float, bool, type(None))
 
@@ -71,6 +74,28 @@ def plain(value: Any) -> Any:
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy / torch scalars
         return value.item()
     return f"<{type(value).__name__}>"
+
+
+def from_plain(value: Any, base: type) -> Any:
+    """The object that `plain` described, back: `{"class_path": ..., "init_args": {...}}` becomes an
+    instance of that class, which must be `base` or a subclass; a dict without `class_path` holds
+    `base`'s own arguments. Anything else (an instance already) is returned as is. This is how
+    `load_from_checkpoint` rebuilds a data source or `LoaderOptions` from saved hyperparameters."""
+    if not isinstance(value, Mapping):
+        return value
+    if "class_path" not in value:
+        if inspect.isabstract(base):
+            raise InputError(f"a {base.__name__} needs class_path (its kind), got {dict(value)}")
+        return base(**value)
+    path = str(value["class_path"])
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name) if module else None
+    except (ImportError, AttributeError):
+        cls = None
+    if not (inspect.isclass(cls) and issubclass(cls, base)):
+        raise InputError(f"class_path {path!r} does not name a {base.__name__}")
+    return cls(**(value.get("init_args") or {}))
 
 
 def internal(key: str) -> bool:
