@@ -65,3 +65,12 @@ def fake_torchvision(monkeypatch: pytest.MonkeyPatch, name: str, size: int = 32)
     monkeypatch.setitem(
         torchvision_datasets.TORCHVISION_DATASETS, name, dataclasses.replace(spec, factory=factory)
     )
+
+
+def optimizer(name: str = "Adam", **kwargs):
+    """An injected optimizer factory, as a user writes one in Python: `optimizer("SGD", lr=0.1)`."""
+    import functools
+
+    import torch
+
+    return functools.partial(getattr(torch.optim, name), **kwargs)

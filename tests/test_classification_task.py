@@ -7,6 +7,7 @@ Every fit runs on CPU on a few batches of 32x32 synthetic shapes, so each test t
 from __future__ import annotations
 
 import csv
+import functools
 import math
 
 import lightning.pytorch as pl
@@ -16,13 +17,15 @@ import torch.nn.functional as F
 import torchvision
 from fsspec.implementations.local import LocalFileOpener
 from torch import nn
-from vision_lightning.tasks.optimization import build_optimizer, build_scheduler
+from torch.optim.lr_scheduler import ExponentialLR, ReduceLROnPlateau, StepLR
 
 from tests.conftest import cpu_trainer as trainer
+from tests.conftest import optimizer
 from vision_lightning.callbacks import PredictionWriter
 from vision_lightning.data.classification import ImageClassificationDataModule
 from vision_lightning.data.classification_sources import SyntheticShapes
 from vision_lightning.tasks import ClassifierModule
+from vision_lightning.optim import OneCycleLR, WarmupCosineLR
 from vision_lightning.utils.errors import InputError
 
 
@@ -110,7 +113,7 @@ def test_loss_metrics_and_probabilities_of_each_label_mode(mode):
     assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
 
     for stage in ("train", "val", "test"):
-        assert set(getattr(model, f"{stage}_metrics").keys()) == {f"{stage}_{name}" for name in metric_names}
+        assert set(getattr(model, f"{stage}_metrics").keys()) == {f"{stage}/{name}" for name in metric_names}
 
     probs = model.probabilities(logits.detach())
     expected_width = 2 if mode == "binary" else num_classes
@@ -146,7 +149,7 @@ def test_multiclass_smoothing_changes_the_loss():
 )
 def test_metric_names(mode, num_classes, metric_names):
     model = ClassifierModule("mnist_perceptron", num_classes=num_classes, label_mode=mode)
-    assert set(model.val_metrics.keys()) == {f"val_{name}" for name in metric_names}
+    assert set(model.val_metrics.keys()) == {f"val/{name}" for name in metric_names}
 
 
 def test_bad_arguments():
@@ -179,23 +182,23 @@ def test_label_rows_of_the_wrong_width():
 def test_short_fit_learns_synthetic_shapes():
     pl.seed_everything(0, verbose=False)
     dm = datamodule(samples=960, batch_size=32)
-    model = ClassifierModule("cifar_lenet", num_classes=4, class_names=dm.class_names, lr=3e-3)
+    model = ClassifierModule("cifar_lenet", num_classes=4, class_names=dm.class_names, optimizer=optimizer(lr=3e-3))
     fit = trainer(max_epochs=4, num_sanity_val_steps=0)
     fit.fit(model, dm)
     metrics = fit.callback_metrics
-    assert set(metrics) >= {"train_loss_epoch", "train_acc", "val_loss", "val_acc", "val_f1_macro"}
-    assert metrics["val_acc"] > 0.6  # chance is 0.25
-    assert metrics["val_loss"] < math.log(4)
+    assert set(metrics) >= {"train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/f1_macro"}
+    assert metrics["val/acc"] > 0.6  # chance is 0.25
+    assert metrics["val/loss"] < math.log(4)
     result = trainer().validate(model, dm, verbose=False)[0]
-    torch.testing.assert_close(torch.tensor(result["val_acc"]), metrics["val_acc"].cpu())
+    torch.testing.assert_close(torch.tensor(result["val/acc"]), metrics["val/acc"].cpu())
     test = trainer().test(model, dm, verbose=False)[0]
-    assert test["test_acc"] > 0.6
+    assert test["test/acc"] > 0.6
 
 
 @pytest.mark.filterwarnings("ignore:.*module\\(s\\) in eval mode")  # the frozen backbone, on purpose
 def test_freeze_backbone_trains_the_head_only():
     pl.seed_everything(0, verbose=False)
-    model = ClassifierModule("lenet5_bn", num_classes=4, freeze_backbone=True, lr=1e-2)
+    model = ClassifierModule("lenet5_bn", num_classes=4, freeze_backbone=True, optimizer=optimizer(lr=1e-2))
     assert model.backbone_frozen
     assert not model.backbone.training
     backbone_before, head_before = clone_state(model.backbone), clone_state(model.head)
@@ -218,7 +221,7 @@ def test_freeze_backbone_trains_the_head_only():
 
 def test_without_freezing_the_backbone_learns():
     pl.seed_everything(0, verbose=False)
-    model = ClassifierModule("lenet5_bn", num_classes=4, lr=1e-2)
+    model = ClassifierModule("lenet5_bn", num_classes=4, optimizer=optimizer(lr=1e-2))
     before = clone_state(model.backbone)
     recorder = Recorder()
     trainer(limit_train_batches=1, limit_val_batches=0, callbacks=[recorder]).fit(model, datamodule())
@@ -240,7 +243,7 @@ def _fitted(
 
 def test_checkpoint_round_trip_needs_no_arguments(tmp_path):
     dm = datamodule()
-    model, fit = _fitted("lenet5_bn", dm, head="mlp", head_hidden=16, optimizer="sgd", lr=0.05)
+    model, fit = _fitted("lenet5_bn", dm, head={"kind": "mlp", "hidden": 16}, optimizer=optimizer("SGD", lr=0.05))
     path = tmp_path / "m.ckpt"
     fit.save_checkpoint(path)
     loaded = ClassifierModule.load_from_checkpoint(path)
@@ -350,21 +353,21 @@ def test_predictions_csv(tmp_path, mode):
 
 # ----------------------------------------------------------------------------- optimizers and schedules
 LR = 0.01
-# scheduler: (scheduler_args, warmup_epochs, learning rate at the start of each of the 4 steps, final rate)
+# lr_scheduler: (factory, learning rate at the start of each of the 4 steps, final rate)
 SCHEDULES = {
-    None: ({}, 0, [LR, LR, LR, LR], LR),
-    "step": ({"step_size": 1}, 0, [LR, LR, LR * 0.1, LR * 0.1], LR * 0.01),
-    "exponential": ({"gamma": 0.9}, 0, [LR, LR, LR * 0.9, LR * 0.9], LR * 0.81),
+    None: (None, [LR, LR, LR, LR], LR),
+    "step": (functools.partial(StepLR, step_size=1), [LR, LR, LR * 0.1, LR * 0.1], LR * 0.01),
+    "exponential": (functools.partial(ExponentialLR, gamma=0.9), [LR, LR, LR * 0.9, LR * 0.9], LR * 0.81),
     # two steps of linear warm-up, then cosine down to 0 over the remaining two
-    "cosine": ({}, 1, [LR * 0.5, LR, LR, LR * 0.5], 0.0),
-    "plateau": ({}, 0, [LR, LR, LR, LR], LR),  # patience 10: no change in 2 epochs
-    "onecycle": ({}, 0, None, None),
+    "cosine": (functools.partial(WarmupCosineLR, warmup_epochs=1), [LR * 0.5, LR, LR, LR * 0.5], 0.0),
+    "plateau": (ReduceLROnPlateau, [LR, LR, LR, LR], LR),  # patience 10: no change in 2 epochs
+    "onecycle": (OneCycleLR, None, None),
 }
 OPTIMIZERS = {
-    "adam": ({}, torch.optim.Adam),
-    "adamw": ({"weight_decay": 0.01}, torch.optim.AdamW),
-    "sgd": ({"nesterov": True, "momentum": 0.9}, torch.optim.SGD),
-    "rmsprop": ({}, torch.optim.RMSprop),
+    "adam": optimizer("Adam", lr=LR),
+    "adamw": optimizer("AdamW", lr=LR, weight_decay=0.01),
+    "sgd": optimizer("SGD", lr=LR, nesterov=True, momentum=0.9),
+    "rmsprop": optimizer("RMSprop", lr=LR),
 }
 
 
@@ -374,15 +377,11 @@ def small_data():
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULES)
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
-def test_optimizers_and_schedules(optimizer, scheduler, small_data):
-    args, warmup, expected_lrs, final = SCHEDULES[scheduler]
-    optimizer_args, optimizer_class = OPTIMIZERS[optimizer]
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_optimizers_and_schedules(name, scheduler, small_data):
+    factory, expected_lrs, final = SCHEDULES[scheduler]
     pl.seed_everything(0, verbose=False)
-    model = ClassifierModule(
-        "lenet5", num_classes=4, optimizer=optimizer, lr=LR, scheduler=scheduler,
-        scheduler_args=args or None, warmup_epochs=warmup, **optimizer_args,
-    )  # fmt: skip
+    model = ClassifierModule("lenet5", num_classes=4, optimizer=OPTIMIZERS[name], lr_scheduler=factory)
     head_before = model.head.weight.detach().clone()
     recorder = Recorder()
     fit = trainer(
@@ -392,15 +391,17 @@ def test_optimizers_and_schedules(optimizer, scheduler, small_data):
     assert fit.global_step == 4
 
     opt = fit.optimizers[0]
-    assert type(opt) is optimizer_class
-    assert [g["name"] for g in opt.param_groups] == ["backbone", "head"]
-    if optimizer == "sgd":
+    assert type(opt) is OPTIMIZERS[name].func
+    assert [g["name"] for g in opt.param_groups] == ["backbone", "backbone_no_decay", "head", "head_no_decay"]
+    if name == "sgd":
         # (the defaults: onecycle cycles the groups' momentum)
         assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
+    if name == "adamw":  # timm's rule: no weight decay on biases and other 1-d parameters
+        assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0, 0.01, 0.0]
     assert not torch.equal(model.head.weight, head_before)
 
     seen = [lrs[0] for lrs in recorder.lrs]
-    assert all(lrs[0] == lrs[1] for lrs in recorder.lrs)  # both groups follow one schedule
+    assert all(len(set(lrs)) == 1 for lrs in recorder.lrs)  # every group follows one schedule
     end = opt.param_groups[0]["lr"]
     if scheduler == "onecycle":
         # from max_lr / 25 up to max_lr (at 30% of the 4 steps), then cosine down to max_lr / 25 / 1e4
@@ -415,36 +416,41 @@ def test_optimizers_and_schedules(optimizer, scheduler, small_data):
         assert end != pytest.approx(LR)
 
 
-def test_warmup_needs_cosine(small_data):
-    model = ClassifierModule(
-        "lenet5", num_classes=4, scheduler="step", scheduler_args={"step_size": 1}, warmup_epochs=1
-    )
-    with pytest.raises(InputError, match="warmup_epochs works with scheduler: cosine, not 'step'"):
-        trainer(limit_train_batches=1).fit(model, small_data)
-    optimizer = build_optimizer([{"params": [nn.Parameter(torch.zeros(1))]}], "sgd", 0.1)
-    with pytest.raises(InputError, match="warmup_epochs"):
-        build_scheduler(optimizer, None, None, None, warmup_epochs=2)
-
-
-def test_unknown_optimizer_and_scheduler(small_data):
-    model = ClassifierModule("lenet5", num_classes=4, optimizer="lbfgs")
-    with pytest.raises(InputError, match="optimizer must be adam, adamw, sgd or rmsprop, got 'lbfgs'"):
-        trainer(limit_train_batches=1).fit(model, small_data)
-    model = ClassifierModule("lenet5", num_classes=4, scheduler="linear")
-    with pytest.raises(InputError, match="scheduler must be step, .* got 'linear'"):
-        trainer(limit_train_batches=1).fit(model, small_data)
-
-
-def test_bad_scheduler_args(small_data):
-    model = ClassifierModule("lenet5", num_classes=4, scheduler="step", scheduler_args={"steps": 1})
-    with pytest.raises(InputError, match=r"scheduler step: bad scheduler_args \{'steps': 1\}"):
-        trainer(limit_train_batches=1).fit(model, small_data)
-    model = ClassifierModule("lenet5", num_classes=4, scheduler="cosine", scheduler_args={"eta_min": 0.1})
-    with pytest.raises(InputError, match=r"cosine takes scheduler_args min_factor only, got \['eta_min'\]"):
-        trainer(limit_train_batches=1).fit(model, small_data)
-    model = ClassifierModule("lenet5", num_classes=4, scheduler="onecycle")
+def test_a_whole_run_schedule_needs_a_finite_run(small_data):
+    model = ClassifierModule("lenet5", num_classes=4, lr_scheduler=OneCycleLR)
     with pytest.raises(InputError, match="needs a finite trainer.max_epochs or trainer.max_steps"):
         trainer(max_epochs=-1, limit_train_batches=1).fit(model, small_data)
+    with pytest.raises(InputError, match="WarmupCosineLR needs total_steps"):
+        WarmupCosineLR(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1))
+
+
+def test_unknown_optimizer_and_scheduler():
+    with pytest.raises(InputError, match="optimizer 'lbfgs': give a class of torch.optim"):
+        ClassifierModule("lenet5", num_classes=4, optimizer="lbfgs")
+    with pytest.raises(InputError, match="optimizer 'torch.nn.Linear' is not a Optimizer class"):
+        ClassifierModule("lenet5", num_classes=4, optimizer={"class_path": "torch.nn.Linear"})
+    with pytest.raises(InputError, match="lr_scheduler 'os.system': give a class of torch.optim"):
+        ClassifierModule("lenet5", num_classes=4, lr_scheduler="os.system")
+
+
+def test_bad_scheduler_and_optimizer_arguments(small_data):
+    model = ClassifierModule("lenet5", num_classes=4, lr_scheduler=functools.partial(StepLR, steps=1))
+    with pytest.raises(InputError, match="lr_scheduler: .*steps"):
+        trainer(limit_train_batches=1).fit(model, small_data)
+    model = ClassifierModule("lenet5", num_classes=4, optimizer=optimizer("SGD", lr=-1.0))
+    with pytest.raises(InputError, match="optimizer: Invalid learning rate: -1.0"):
+        trainer(limit_train_batches=1).fit(model, small_data)
+
+
+def test_optimizer_from_its_dict_form_as_a_checkpoint_from_python_keeps_it():
+    model = ClassifierModule(
+        "lenet5", num_classes=4,
+        optimizer={"class_path": "torch.optim.SGD", "init_args": {"lr": 0.3, "momentum": 0.5}},
+        lr_scheduler={"class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"step_size": 2}},
+    )  # fmt: skip
+    config = model.configure_optimizers()
+    assert isinstance(config["optimizer"], torch.optim.SGD) and config["optimizer"].defaults["momentum"] == 0.5
+    assert config["lr_scheduler"]["scheduler"].step_size == 2 and model.lr == 0.3
 
 
 # ----------------------------------------------------------------------------- module backbones
@@ -476,4 +482,4 @@ def test_validate_before_fit_then_fit_trains():
     pl.Trainer(**options).validate(model, data, verbose=False)
     trainer = pl.Trainer(max_epochs=1, **options)
     trainer.fit(model, data)
-    assert "val_acc" in trainer.callback_metrics and trainer.current_epoch == 1
+    assert "val/acc" in trainer.callback_metrics and trainer.current_epoch == 1

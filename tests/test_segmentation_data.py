@@ -716,8 +716,7 @@ def test_group_pattern_keeps_each_car_in_one_split(tmp_path):
 
     def dm(seed: int) -> SegmentationDataModule:
         data = module(
-            MaskFolders(str(root), mask_suffix="_mask", check_masks=False),
-            group_pattern="^([^_]+)_",
+            MaskFolders(str(root), mask_suffix="_mask", check_masks=False, group_pattern="^([^_]+)_"),
             val_split=0.34,
             split_seed=seed,
             image_size=8,
@@ -740,9 +739,9 @@ def test_group_pattern_that_does_not_match(tmp_path):
     root = tmp_path / "data"
     write_pairs(root / "images", root / "masks", ["car1_01", "car2_01", "nogroup"])
     with pytest.raises(InputError, match="nogroup"):
-        module(MaskFolders(str(root)), group_pattern="^(car\\d+)_").setup("fit")
+        module(MaskFolders(str(root), group_pattern="^(car\\d+)_")).setup("fit")
     with pytest.raises(InputError, match="regular expression"):
-        module(MaskFolders(str(root)), group_pattern="([").setup("fit")
+        MaskFolders(str(root), group_pattern="([")
 
 
 def test_group_column_in_csv(tmp_path):

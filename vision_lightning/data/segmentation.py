@@ -24,7 +24,6 @@ import albumentations as A
 
 from vision_lightning.data.base import BadImages, LoaderOptions, Split, VisionDataModule
 from vision_lightning.data.datasets import FileSource, SampleSource, SegmentationDataset
-from vision_lightning.data.segmentation_samples import group_keys
 from vision_lightning.data.segmentation_sources import (
     MaskSpec,
     SegmentationSource,
@@ -57,8 +56,6 @@ class SegmentationDataModule(VisionDataModule):
         crop: random crops of `image_size` to train, whole images to evaluate.
         augmentations: albumentations transforms applied jointly to image and mask in training.
         val_split / split_seed: seeded validation split when the data has no validation set of its own.
-        group_pattern: split by group so no group is in both sets: a regex on the file name (Carvana:
-            `^([^_]+)_` for the car id; its first group, else the whole match, is the group).
         batch_size / loader: batch size (changed by ProgressiveResizing) and loader workers.
         mean / std: normalisation; None: the model's own (a timm backbone's), else ImageNet's;
             `[0.0]` / `[1.0]` only scales pixels to [0, 1].
@@ -83,7 +80,6 @@ class SegmentationDataModule(VisionDataModule):
         augmentations: list[A.BasicTransform | A.BaseCompose] | None = None,
         val_split: float = 0.2,
         split_seed: int = 42,
-        group_pattern: str | None = None,
         batch_size: int = 8,
         loader: LoaderOptions = LoaderOptions(),
         mean: Sequence[float] | None = None,
@@ -102,7 +98,7 @@ class SegmentationDataModule(VisionDataModule):
         source.check_mode(mode)
         self.source, self.mode, self.channels = source, mode, channels
         self.crop, self.augmentations = crop, augmentations
-        self.val_split, self.split_seed, self.group_pattern = val_split, split_seed, group_pattern
+        self.val_split, self.split_seed = val_split, split_seed
         self.predict_root = Path(predict_root) if predict_root else None
         self.class_names = self._classes(num_classes, class_names)
         self.save_hyperparameters()
@@ -158,11 +154,9 @@ class SegmentationDataModule(VisionDataModule):
         return MaskSpec(self.mode, tuple(self.class_names), self.channels, self.image_size, self.split_seed)
 
     def _groups(self, data: SourceData) -> list[str]:
-        """Each training sample's group: `group_pattern` on its file name, else the data's own groups,
+        """Each training sample's group: the source's (a `group_pattern` or a CSV column),
         else the sample itself (a plain seeded random split)."""
         names = getattr(data.train, "paths", None) or [str(i) for i in range(len(data.train))]
-        if self.group_pattern:
-            return group_keys(names, self.group_pattern)
         if data.groups is not None:
             return data.groups
         return list(names)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import importlib
 import numbers
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from vision_lightning.data.segmentation_samples import (
     PairedFileSource,
     RleSource,
     SyntheticMaskSource,
+    group_keys,
     pair_images_and_masks,
 )
 from vision_lightning.data.splits import find_split_folder
@@ -137,6 +139,17 @@ def as_source(value: SegmentationSource | Mapping[str, Any]) -> SegmentationSour
     return value
 
 
+def check_group_pattern(pattern: str | None) -> str | None:
+    """`pattern` if it is a regular expression, else one sentence."""
+    if pattern is None:
+        return None
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise InputError(f"group_pattern {pattern!r} is not a regular expression: {error}") from None
+    return pattern
+
+
 class MaskFolders(SegmentationSource):
     """Images and their mask files, in split folders or in one folder.
 
@@ -156,6 +169,8 @@ class MaskFolders(SegmentationSource):
         ignore_index: a mask value that is not a class (VOC's 255 border), left out of the loss and
             the metrics; the CLI links it into the model.
         check_masks: read every mask before training to check its values (sizes are always checked).
+        group_pattern: a regex on the file name whose first group names a sample's group (Carvana:
+            `^([^_]+)_`, the car; else the whole match): the validation split keeps each group on one side.
     """
 
     modes = ("binary", "multiclass")
@@ -170,6 +185,7 @@ class MaskFolders(SegmentationSource):
         mask_format: MaskFormat = "index",
         ignore_index: int | None = None,
         check_masks: bool = True,
+        group_pattern: str | None = None,
     ) -> None:
         if not root:
             raise InputError(f"{type(self).__name__} needs root: the data folder")
@@ -182,6 +198,7 @@ class MaskFolders(SegmentationSource):
         self.image_dir, self.mask_dir = image_dir, mask_dir
         self.mask_suffix, self.mask_extension = mask_suffix, mask_extension
         self.mask_format, self.ignore_index, self.check_masks = mask_format, ignore_index, check_masks
+        self.group_pattern = check_group_pattern(group_pattern)
         self.init_args = {
             "root": str(root),
             "image_dir": image_dir,
@@ -191,6 +208,7 @@ class MaskFolders(SegmentationSource):
             "mask_format": mask_format,
             "ignore_index": ignore_index,
             "check_masks": check_masks,
+            "group_pattern": group_pattern,
         }
 
     @property
@@ -242,7 +260,9 @@ class MaskFolders(SegmentationSource):
                 f"found no masks for the training images of {self.root}: expected a masks/ or label/ folder "
                 "beside the images (or set mask_dir, or mask_suffix for masks beside the images)"
             )
-        data = SourceData(train)
+        data = SourceData(
+            train, groups=group_keys(train.paths, self.group_pattern) if self.group_pattern else None
+        )
         val_dir = find_split_folder(self.root, "val")
         if val_dir is not None:
             val = self._split(val_dir, spec)
@@ -278,8 +298,17 @@ class PaletteMasks(MaskFolders):
         mask_suffix: str = "",
         mask_extension: str | None = None,
         check_masks: bool = True,
+        group_pattern: str | None = None,
     ) -> None:
-        super().__init__(root, image_dir, mask_dir, mask_suffix, mask_extension, check_masks=check_masks)
+        super().__init__(
+            root,
+            image_dir,
+            mask_dir,
+            mask_suffix,
+            mask_extension,
+            check_masks=check_masks,
+            group_pattern=group_pattern,
+        )
         if not colors:
             raise InputError("PaletteMasks needs colors: one [r, g, b] per class")
         for i, colour in enumerate(colors):
@@ -298,6 +327,7 @@ class PaletteMasks(MaskFolders):
             "mask_suffix": mask_suffix,
             "mask_extension": mask_extension,
             "check_masks": check_masks,
+            "group_pattern": group_pattern,
         }
 
     def _colors(self) -> list[list[int]] | None:
@@ -327,6 +357,7 @@ class RleCsv(SegmentationSource):
         rle_order: pixel order `F` (column-major, as Kaggle states) or `C` (row-major: Carvana's
             file in practice).
         group_column: a column of groups (a patient) that the validation split keeps together.
+        group_pattern: instead, a regex on the image name whose first group is its group.
     """
 
     def __init__(
@@ -340,6 +371,7 @@ class RleCsv(SegmentationSource):
         rle_format: Literal["carvana", "siim"] = "carvana",
         rle_order: Literal["F", "C"] = "F",
         group_column: str | None = None,
+        group_pattern: str | None = None,
     ) -> None:
         if not csv_path:
             raise InputError("RleCsv needs csv_path: the CSV file of RLE masks")
@@ -351,6 +383,9 @@ class RleCsv(SegmentationSource):
         self.root = Path(root) if root else None
         self.path_column, self.path_format = path_column, path_format
         self.rle_column, self.class_column, self.group_column = rle_column, class_column, group_column
+        if group_column and group_pattern:
+            raise InputError("give RleCsv group_column or group_pattern, not both")
+        self.group_pattern = check_group_pattern(group_pattern)
         self.rle_format, self.rle_order = rle_format, rle_order
         self.init_args = {
             "csv_path": str(csv_path),
@@ -362,6 +397,7 @@ class RleCsv(SegmentationSource):
             "rle_format": rle_format,
             "rle_order": rle_order,
             "group_column": group_column,
+            "group_pattern": group_pattern,
         }
 
     @property
@@ -413,6 +449,8 @@ class RleCsv(SegmentationSource):
             self.rle_format,
             self.rle_order,
         )
+        if self.group_pattern:
+            return SourceData(source, groups=group_keys(source.paths, self.group_pattern))
         return SourceData(source, groups=[groups[key] for key in runs] if self.group_column else None)
 
 
