@@ -1,4 +1,4 @@
-from vision_lightning.data.base import VisionDataModule
+from vision_lightning.data.base import LoaderOptions, VisionDataModule
 from vision_lightning.data.classification import ImageClassificationDataModule
 from vision_lightning.data.classification_sources import (
     ClassificationSource,
@@ -25,6 +25,7 @@ __all__ = [
     "EmbeddingDataModule",
     "ImageClassificationDataModule",
     "ImageFolder",
+    "LoaderOptions",
     "MaskFolders",
     "PaletteMasks",
     "RleCsv",
