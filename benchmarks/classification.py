@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from vision_lightning import ClassifierModule, ImageClassificationDataModule
 from vision_lightning.cli import VisionCLI
+from vision_lightning.optim import build_optimizer
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs/classification/cifar10_folder.yaml"
 
@@ -48,9 +49,7 @@ def plain_loop_throughput(model: ClassifierModule, data: ImageClassificationData
     """Train images/s of a hand-written loop: same model, loader and optimizer, no Lightning."""
     data.setup("fit")
     loader = data.train_dataloader()
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=model.hparams.lr, weight_decay=model.hparams.weight_decay
-    )
+    optimizer = build_optimizer(model.optimizer_factory, model.parameter_groups())  # the task's own
     model.train()
     images, start = 0, 0.0
     for epoch in range(epochs + 1):
@@ -115,8 +114,8 @@ def main() -> None:
     figures = {
         "epochs": args.epochs,
         "cache_images": args.cache_images,
-        "test_acc": round(float(test["test_acc"]), 4),
-        "test_f1_macro": round(float(test["test_f1_macro"]), 4),
+        "test_acc": round(float(test["test/acc"]), 4),
+        "test_f1_macro": round(float(test["test/f1_macro"]), 4),
         "fit_seconds": round(fit_seconds, 1),
         "lightning_train_images_per_s": round(lightning_speed, 1),
         "plain_loop_train_images_per_s": round(plain_speed, 1),

@@ -60,7 +60,7 @@ def main() -> None:
     checkpoint = run / "checkpoints/last.ckpt"
     tested = _cli("test", "--config", CLASSIFIER, *data, *QUIET, "--trainer.logger", "false",
                   "--ckpt_path", checkpoint)  # fmt: skip
-    figures["classifier_test_acc"] = _metric(tested, "test_acc")
+    figures["classifier_test_acc"] = _metric(tested, "test/acc")
     figures["classifier_seconds"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -86,13 +86,13 @@ def main() -> None:
     tested = _cli("test", *QUIET, *embeddings, "--model", "vision_lightning.ClassifierModule",
                   "--model.backbone", "identity", "--trainer.logger", "false",
                   "--ckpt_path", probe / "checkpoints/last.ckpt")  # fmt: skip
-    figures["linear_probe_test_acc"] = _metric(tested, "test_acc")
+    figures["linear_probe_test_acc"] = _metric(tested, "test/acc")
     figures["linear_probe_seconds"] = time.perf_counter() - start
 
     start = time.perf_counter()
     knn = _cli("test", *QUIET, *embeddings, "--model", "vision_lightning.KNNClassifierModule",
                "--model.k", args.k, "--trainer.logger", "false")  # fmt: skip
-    figures["knn_test_acc"] = _metric(knn, "test_knn_acc")
+    figures["knn_test_acc"] = _metric(knn, "test/knn_acc")
     figures["knn_seconds"] = time.perf_counter() - start
 
     print(f"\n{'step':<34}{'test accuracy':>14}{'seconds':>10}")

@@ -13,6 +13,7 @@ steps per epoch.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -69,7 +70,12 @@ def main() -> None:
         image_size=args.image_size,
         batch_size=args.batch_size,
     )
-    model = ClassifierModule(args.backbone, num_classes=4, optimizer="sgd", lr=0.01, log_images=0)
+    model = ClassifierModule(
+        args.backbone,
+        num_classes=4,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.01, momentum=0.9),
+        log_images=0,
+    )
     timer = StepTimer(args.device)
     trainer = pl.Trainer(
         accelerator="gpu" if args.device.startswith("cuda") else "cpu",

@@ -75,11 +75,11 @@ def run_recipe(name: str, data_root: Path, budget: int, run: str) -> dict:
         "epochs": throughput.epochs,
         "fit_seconds": round(fit_seconds, 1),
         "train_images_per_s": round(throughput.images / max(throughput.seconds, 1e-9), 2),
-        "val_dice": round(held_out["val_dice"], 4),
-        "val_iou": round(held_out["val_iou"], 4),
-        "val_iou_macro": round(held_out["val_iou_macro"], 4),
-        "val_iou_membrane": round(held_out["val_iou_class/background"], 4),
-        "val_pixel_acc": round(held_out["val_pixel_acc"], 4),
+        "val_dice": round(held_out["val/dice"], 4),
+        "val_iou": round(held_out["val/iou"], 4),
+        "val_iou_macro": round(held_out["val/iou_macro"], 4),
+        "val_iou_membrane": round(held_out["val/iou_class/background"], 4),
+        "val_pixel_acc": round(held_out["val/pixel_acc"], 4),
         "baseline_all_foreground": all_foreground_scores(cli.datamodule),
     }
 

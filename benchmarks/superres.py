@@ -56,7 +56,7 @@ def train_and_score(data_root: Path, epochs: int, run: str, arch: str | None) ->
         data = SuperResDataModule(SuperResFolders(test_root=str(sr / name)), scale=4)
         scores = cli.trainer.test(cli.model, data, verbose=False)[0]
         for key in ("psnr_y_crop4", "bicubic_psnr_y_crop4", "ssim_y_crop4", "bicubic_ssim_y_crop4"):
-            result[f"{name}_{key}"] = round(scores[f"test_{key}"], 3 if "ssim" in key else 2)
+            result[f"{name}_{key}"] = round(scores[f"test/{key}"], 3 if "ssim" in key else 2)
     return result
 
 
