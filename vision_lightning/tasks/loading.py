@@ -21,6 +21,19 @@ from vision_lightning.utils.errors import InputError, MissingInputError
 from vision_lightning.utils.weights import check_compatible, strip_prefixes
 
 
+def read_checkpoint(path: Path) -> dict:
+    """The checkpoint's contents (weights_only), or one sentence saying why they cannot be read."""
+    if not path.is_file():
+        raise MissingInputError(f"checkpoint {path} does not exist")
+    try:
+        data = pl_load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
+        raise InputError(f"checkpoint {path} cannot be read as a Lightning checkpoint: {error}") from None
+    if not isinstance(data, Mapping):
+        raise InputError(f"checkpoint {path} is not a Lightning checkpoint (it holds a {type(data).__name__})")
+    return data
+
+
 def task_class_of(hyper_parameters: Mapping) -> type[BaseTask] | None:
     """SegmentationModule for hyperparameters with `encoder`, ClassifierModule for `backbone`."""
     if "encoder" in hyper_parameters:
@@ -34,12 +47,7 @@ def load_task_checkpoint(path: str | Path) -> BaseTask:
     """The ClassifierModule or SegmentationModule saved in `path`, on the CPU, without downloading
     or re-reading the weights it was first initialised from (the checkpoint holds every weight)."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"checkpoint {path} does not exist")
-    try:
-        data = pl_load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
-        raise InputError(f"checkpoint {path} cannot be read as a Lightning checkpoint: {error}") from None
+    data = read_checkpoint(path)
     hyper_parameters = data.get("hyper_parameters") if isinstance(data, Mapping) else None
     task = task_class_of(hyper_parameters) if isinstance(hyper_parameters, Mapping) else None
     if task is None:
@@ -71,12 +79,7 @@ def load_task(path: str | Path, map_location: str = "cpu") -> BaseTask:
     import sys
 
     path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"checkpoint {path} does not exist")
-    try:
-        data = pl_load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
-        raise InputError(f"checkpoint {path} cannot be read as a Lightning checkpoint: {error}") from None
+    data = read_checkpoint(path)
     hyper_parameters = data.get("hyper_parameters") or {} if isinstance(data, Mapping) else {}
     name = (
         data.get("task_class") or hyper_parameters.get("_class_path") if isinstance(data, Mapping) else None
