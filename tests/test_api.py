@@ -299,3 +299,15 @@ def test_load_from_checkpoint_insists_on_weights_only(tmp_path):
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     with pytest.raises(InputError, match="weights_only=True"):
         ClassifierModule.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=False)
+
+
+def test_a_vit_gets_its_own_mean_and_std_and_size_check():
+    from vision_lightning import ImageClassificationDataModule
+
+    model = ClassifierModule("timm:vit_tiny_patch16_224", num_classes=4)
+    data = ImageClassificationDataModule(image_size=32, batch_size=4)
+    trainer = cpu_trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1)
+    with pytest.raises(InputError, match="takes 224x224 images only .* set image_size: 224"):
+        trainer.fit(model, datamodule=data)
+    assert data.mean == (0.5, 0.5, 0.5) and data.std == (0.5, 0.5, 0.5)  # the ViT's, not ImageNet's
+    assert model.preprocessing["mean"] == [0.5, 0.5, 0.5]

@@ -316,6 +316,18 @@ class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterIn
         datamodule = getattr(self.trainer, "datamodule", None)
         if callable(getattr(datamodule, "preprocessing", None)):
             self.preprocessing = datamodule.preprocessing()
+            self._check_input_size(self.preprocessing.get("image_size"))
+
+    def _check_input_size(self, image_size: Any) -> None:
+        """A network that takes one input size only (a timm ViT's pretrained config says so) named
+        in one sentence, instead of an assertion deep inside timm at the first batch."""
+        config = self.data_config or {}
+        size = list(config.get("input_size") or [])[-2:]
+        if config.get("fixed_input_size") and size and isinstance(image_size, int) and [image_size] * 2 != size:
+            raise InputError(
+                f"the backbone takes {size[0]}x{size[1]} images only (its pretrained config), but the data "
+                f"module's image_size is {image_size}: set image_size: {size[0]}"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["preprocessing"] = dict(self.preprocessing)
