@@ -97,6 +97,14 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         self.cache_images = cache_images
         self.bad_images = bad_images
 
+    def __repr__(self) -> str:
+        """Named by its source, without building loaders: Lightning's `__str__` would set the data
+        up (read every file) just to print it, as LightningCLI does while linking arguments."""
+        source = getattr(self, "source", None)
+        return f"{type(self).__name__}({source!r})" if source is not None else f"{type(self).__name__}()"
+
+    __str__ = __repr__
+
     @property
     def hparams_initial(self):
         """What loggers are shown, under `data/`: Lightning refuses to log a model and a data module

@@ -7,6 +7,8 @@ set is the same on every machine and in every worker.
 
 from __future__ import annotations
 
+import functools
+
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +101,7 @@ class ShapeImages:
             raise IndexError(index)
         return render_shape(self.seed, index, self.image_size, self.num_classes, self.channels)
 
-    @property
+    @functools.cached_property
     def labels(self) -> list[int]:
         """Every sample's class, cheaply: the class is the first draw of the sample's generator."""
         return [
