@@ -323,7 +323,12 @@ class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterIn
         in one sentence, instead of an assertion deep inside timm at the first batch."""
         config = self.data_config or {}
         size = list(config.get("input_size") or [])[-2:]
-        if config.get("fixed_input_size") and size and isinstance(image_size, int) and [image_size] * 2 != size:
+        if (
+            config.get("fixed_input_size")
+            and size
+            and isinstance(image_size, int)
+            and [image_size] * 2 != size
+        ):
             raise InputError(
                 f"the backbone takes {size[0]}x{size[1]} images only (its pretrained config), but the data "
                 f"module's image_size is {image_size}: set image_size: {size[0]}"

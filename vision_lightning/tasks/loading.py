@@ -30,7 +30,9 @@ def read_checkpoint(path: Path) -> dict:
     except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
         raise InputError(f"checkpoint {path} cannot be read as a Lightning checkpoint: {error}") from None
     if not isinstance(data, Mapping):
-        raise InputError(f"checkpoint {path} is not a Lightning checkpoint (it holds a {type(data).__name__})")
+        raise InputError(
+            f"checkpoint {path} is not a Lightning checkpoint (it holds a {type(data).__name__})"
+        )
     return data
 
 
