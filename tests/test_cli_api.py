@@ -76,6 +76,9 @@ def test_lightning_optimizer_arguments_go_to_the_task(tmp_path):
     assert {group["name"] for group in groups} >= {"backbone", "head"}
     assert all(group["initial_lr"] == pytest.approx(0.05) for group in groups)
     assert checkpoint["lr_schedulers"][0]["warmup_steps"] == 1
+    data = checkpoint["datamodule_hyper_parameters"]  # the data module's arguments travel along
+    assert data["source"]["class_path"].endswith("SyntheticTextureImages") and data["scale"] == 2
+    assert checkpoint["preprocessing"]["scale"] == 2 and checkpoint["task_class"].endswith("SuperResModule")
 
 
 def test_optimizer_in_yaml_under_the_model(tmp_path):
