@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tests.conftest import cpu_trainer as trainer
-from tests.conftest import run_cli
+from tests.conftest import optimizer, run_cli
 from vision_lightning import ClassifierModule, SegmentationDataModule, SegmentationModule
 from vision_lightning.callbacks.prediction_writer import PredictionWriter
 from vision_lightning.data.segmentation_sources import SyntheticShapes
@@ -367,7 +367,7 @@ def test_ce_with_class_weights_and_ignore_index_is_torchs():
     target[:, :3] = 255
     weights = [0.2, 1.0, 3.0]
     model = SegmentationModule(
-        **TINY_UNET, mode="multiclass", num_classes=3, class_weights=weights, ignore_index=255
+        **TINY_UNET, mode="multiclass", num_classes=3, loss={"class_weights": weights}, ignore_index=255
     )
     expected = nn.CrossEntropyLoss(weight=torch.tensor(weights), ignore_index=255)(logits, target)
     assert torch.allclose(model.loss_fn(logits, target)[0], expected)
@@ -412,16 +412,20 @@ def test_binary_bce_class_weights_weigh_the_foreground():
         ({"mode": "multiclass", "num_classes": 3, "loss": "bce"}, "loss bce needs mode binary or multilabel"),
         ({"loss": "dicee"}, "unknown segmentation loss ['dicee']: choose from bce, ce, dice"),
         ({"loss": {"bce": 0.5, "dyce": 0.5}}, "unknown segmentation loss ['dyce']"),
-        ({"loss": "dice", "loss_args": {"focal": {"gamma": 3}}}, "loss_args names loss(es) ['focal']"),
+        ({"loss": {"terms": "dice", "args": {"focal": {"gamma": 3}}}}, "loss args name loss(es) ['focal']"),
         (
-            {"mode": "multiclass", "num_classes": 3, "class_weights": [1.0, 2.0]},
+            {"mode": "multiclass", "num_classes": 3, "loss": {"class_weights": [1.0, 2.0]}},
             "class_weights has 2 values but there are 3 classes",
         ),
-        ({"loss": "focal", "loss_args": {"focal": {"gama": 3}}}, "loss_args for focal"),
-        ({"loss": "bce", "loss_args": {"bce": {"smoothing": 0.1}}}, "loss_args for bce"),
+        ({"loss": {"terms": "focal", "args": {"focal": {"gama": 3}}}}, "loss args for focal"),
+        ({"loss": {"terms": "bce", "args": {"bce": {"smoothing": 0.1}}}}, "loss args for bce"),
         (
-            {"mode": "multiclass", "num_classes": 3, "loss": "ce", "loss_args": {"ce": {"smooth": 0.1}}},
-            "loss_args for ce",
+            {
+                "mode": "multiclass",
+                "num_classes": 3,
+                "loss": {"terms": "ce", "args": {"ce": {"smooth": 0.1}}},
+            },
+            "loss args for ce",
         ),
     ],
 )
@@ -435,16 +439,16 @@ def test_combined_loss_logs_each_term():
     fit = trainer(limit_train_batches=2)
     fit.fit(model, datamodule())
     metrics = fit.callback_metrics
-    for key in ("train_loss_bce", "train_loss_dice", "val_loss_bce", "val_loss_dice"):
+    for key in ("train/loss_bce", "train/loss_dice", "val/loss_bce", "val/loss_dice"):
         assert key in metrics and key in fit.logged_metrics
-    for stage, loss in (("train", "train_loss_epoch"), ("val", "val_loss")):
-        weighted = 0.5 * metrics[f"{stage}_loss_bce"] + 0.5 * metrics[f"{stage}_loss_dice"]
+    for stage, loss in (("train", "train/loss_epoch"), ("val", "val/loss")):
+        weighted = 0.5 * metrics[f"{stage}/loss_bce"] + 0.5 * metrics[f"{stage}/loss_dice"]
         assert float(metrics[loss]) == pytest.approx(float(weighted), rel=1e-5)
 
     single = trainer(limit_train_batches=1)
     single.fit(small_model(loss="bce"), datamodule())
-    assert "val_loss" in single.callback_metrics
-    assert not any(key.startswith(("val_loss_", "train_loss_b")) for key in single.callback_metrics)
+    assert "val/loss" in single.callback_metrics
+    assert not any(key.startswith(("val/loss_", "train/loss_b")) for key in single.callback_metrics)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -557,7 +561,7 @@ def test_binary_threshold_applies_to_probabilities(threshold, foreground):
     images, masks = torch.zeros(4, 3, 8, 8), torch.ones(4, 8, 8, dtype=torch.uint8)
     assert torch.equal(model.predict_classes(model(images)), torch.full((4, 8, 8), foreground))
     result = trainer().validate(model, dataloaders=loader(images, masks), verbose=False)[0]
-    assert result["val_iou"] == foreground and result["val_pixel_acc"] == foreground
+    assert result["val/iou"] == foreground and result["val/pixel_acc"] == foreground
     predicted = model.predict_step(
         {"image": images[:1], "path": ["a.png"], "size": torch.tensor([[8, 8]])}, 0
     )
@@ -581,7 +585,12 @@ def binary_run(tmp_path_factory) -> SimpleNamespace:
     folder = tmp_path_factory.mktemp("binary")
     pl.seed_everything(0)
     data = datamodule(source=SyntheticShapes(160))
-    model = small_model(loss={"bce": 0.5, "dice": 0.5}, lr=0.003, log_images=4, class_names=data.class_names)
+    model = small_model(
+        loss={"bce": 0.5, "dice": 0.5},
+        optimizer=optimizer(lr=0.003),
+        log_images=4,
+        class_names=data.class_names,
+    )
     before = trainer().validate(model, data, verbose=False)[0]  # also: validate, then fit, works
     fit = trainer(max_epochs=3, logger=TensorBoardLogger(folder, name="", version=""))
     fit.fit(model, data)
@@ -593,10 +602,10 @@ def binary_run(tmp_path_factory) -> SimpleNamespace:
 
 def test_binary_training_raises_iou(binary_run):
     before, after = binary_run.before, binary_run.after
-    assert after["val_iou"] > 0.5
-    assert after["val_iou"] > before["val_iou"] + 0.3
-    assert after["val_loss"] < before["val_loss"] - 0.2
-    assert after["val_iou_class/foreground"] == after["val_iou"]  # binary: the headline is the foreground
+    assert after["val/iou"] > 0.5
+    assert after["val/iou"] > before["val/iou"] + 0.3
+    assert after["val/loss"] < before["val/loss"] - 0.2
+    assert after["val/iou_class/foreground"] == after["val/iou"]  # binary: the headline is the foreground
 
 
 def test_tensorboard_gets_mask_images_and_per_class_scores(binary_run):
@@ -606,13 +615,13 @@ def test_tensorboard_gets_mask_images_and_per_class_scores(binary_run):
     assert grid.width >= 3 * 32 and grid.height >= 4 * 32  # 4 samples x (image, true, predicted)
     scalars = set(run.Tags()["scalars"])
     for tag in (
-        "val_iou_class/background", "val_iou_class/foreground", "val_iou", "val_dice", "val_iou_macro",
-        "val_pixel_acc", "train_iou", "train_loss_epoch", "train_loss_bce", "val_loss_dice",
+        "val/iou_class/background", "val/iou_class/foreground", "val/iou", "val/dice", "val/iou_macro",
+        "val/pixel_acc", "train/iou", "train/loss_epoch", "train/loss_bce", "val/loss_dice",
     ):  # fmt: skip
         assert tag in scalars, tag
-    ious = [e.value for e in run.Scalars("val_iou")]
+    ious = [e.value for e in run.Scalars("val/iou")]
     assert len(ious) == 3 and ious[-1] > 0.5
-    foreground = [e.value for e in run.Scalars("val_iou_class/foreground")]
+    foreground = [e.value for e in run.Scalars("val/iou_class/foreground")]
     assert foreground == pytest.approx(ious)
 
 
@@ -620,7 +629,9 @@ def test_tensorboard_gets_mask_images_and_per_class_scores(binary_run):
 def multiclass_run() -> SimpleNamespace:
     pl.seed_everything(0)
     data = datamodule(mode="multiclass", num_classes=3, source=SyntheticShapes(160))
-    model = small_model(mode="multiclass", num_classes=3, class_names=data.class_names, lr=0.003)
+    model = small_model(
+        mode="multiclass", num_classes=3, class_names=data.class_names, optimizer=optimizer(lr=0.003)
+    )
     before = trainer().validate(model, data, verbose=False)[0]
     fit = trainer(max_epochs=3)
     fit.fit(model, data)
@@ -631,11 +642,11 @@ def multiclass_run() -> SimpleNamespace:
 def test_multiclass_trains(multiclass_run):
     before, after = multiclass_run.before, multiclass_run.after
     assert multiclass_run.data.class_names == ["background", "circle", "square"]
-    assert after["val_loss"] < before["val_loss"] / 2
-    assert after["val_iou"] > before["val_iou"] + 0.2
+    assert after["val/loss"] < before["val/loss"] / 2
+    assert after["val/iou"] > before["val/iou"] + 0.2
     for name in ("background", "circle", "square"):
-        assert f"val_iou_class/{name}" in after
-    assert after["val_iou_class/background"] > 0.8
+        assert f"val/iou_class/{name}" in after
+    assert after["val/iou_class/background"] > 0.8
 
 
 # ----------------------------------------------------------------------------- predict
@@ -663,7 +674,7 @@ def test_predict_multiclass_pngs_at_the_original_size(multiclass_run, tmp_path):
 def test_predict_binary_pngs_and_rle_with_the_python_api(binary_run, tmp_path):
     truth = write_predict_folder(tmp_path / "images", count=6)
     model = SegmentationModule.load_from_checkpoint(
-        binary_run.checkpoint, rle_format="carvana", rle_order="C"
+        binary_run.checkpoint, rle={"format": "carvana", "order": "C"}
     )
     data = datamodule(source=SyntheticShapes(16), predict_root=str(tmp_path / "images"))
     out = tmp_path / "out"
@@ -785,20 +796,20 @@ def cli_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("quickstart-segmentation")
     run_cli(
         "fit", "--config", QUICKSTART, "--trainer.max_epochs", "3", "--data.init_args.source.init_args.samples", "240",
-        "--model.init_args.rle_format", "carvana",
+        "--model.init_args.rle", "carvana",
         "--trainer.default_root_dir", run, "--checkpoint.dirpath", run / "checkpoints", *QUIET,
     )  # fmt: skip
     return run
 
 
 def test_cli_fit_trains_and_checkpoints(cli_run: Path):
-    ious = [e.value for e in events(cli_run).Scalars("val_iou")]
+    ious = [e.value for e in events(cli_run).Scalars("val/iou")]
     assert len(ious) == 3 and ious[-1] > 0.5
     state = torch.load(cli_run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     assert state["epoch"] == 2
     hparams = state["hyper_parameters"]  # linked from the data module
     assert hparams["mode"] == "binary" and hparams["class_names"] == ["background", "foreground"]
-    assert hparams["loss"] == {"bce": 0.5, "dice": 0.5} and hparams["rle_format"] == "carvana"
+    assert hparams["loss"] == {"bce": 0.5, "dice": 0.5} and hparams["rle"] == "carvana"
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test"])
@@ -807,8 +818,8 @@ def test_cli_validate_and_test(cli_run: Path, tmp_path: Path, subcommand: str):
             "--data.init_args.source.init_args.samples", "240", "--trainer.default_root_dir", tmp_path, *QUIET)  # fmt: skip
     prefix = "val" if subcommand == "validate" else "test"
     run = events(tmp_path)
-    assert run.Scalars(f"{prefix}_iou")[-1].value > 0.5
-    assert f"{prefix}_iou_class/foreground" in run.Tags()["scalars"]
+    assert run.Scalars(f"{prefix}/iou")[-1].value > 0.5
+    assert f"{prefix}/iou_class/foreground" in run.Tags()["scalars"]
 
 
 def cli_predict(checkpoint: Path, images: Path, out: Path, *more: str) -> None:
@@ -870,19 +881,19 @@ def test_ignore_index_values_are_accepted_in_masks():
     masks = torch.randint(0, 2, (4, 32, 32), dtype=torch.uint8)
     masks[:, :4] = 255
     result = trainer().validate(model, loader(torch.randn(4, 3, 32, 32), masks), verbose=False)[0]
-    assert math.isfinite(result["val_loss"])
+    assert math.isfinite(result["val/loss"])
 
 
 @pytest.mark.xfail(
     strict=True,
     reason="LightningCLI applies a --ckpt_path checkpoint's hyper_parameters over the command line's model "
-    "arguments (Lightning-AI/pytorch-lightning#21455), so a predict-time rle_order is ignored",
+    "arguments (Lightning-AI/pytorch-lightning#21455), so a predict-time rle.order is ignored",
 )
 def test_cli_predict_time_model_arguments_win_over_the_checkpoint(cli_run: Path, tmp_path: Path):
     write_predict_folder(tmp_path / "images", count=2)
     out = tmp_path / "predictions"
     cli_predict(
-        cli_run / "checkpoints/last.ckpt", tmp_path / "images", out, "--model.init_args.rle_order", "C"
+        cli_run / "checkpoints/last.ckpt", tmp_path / "images", out, "--model.init_args.rle.order", "C"
     )
     with (out / "masks.csv").open() as handle:
         rows = list(csv.DictReader(handle))

@@ -128,7 +128,7 @@ def build_segmentation_loss(
     loss_args = {k: dict(v) for k, v in (loss_args or {}).items()}
     stray = [name for name in loss_args if name not in weights]
     if stray:
-        raise InputError(f"loss_args names loss(es) {stray} that the loss {loss!r} does not use")
+        raise InputError(f"loss args name loss(es) {stray} that the loss {loss!r} does not use")
     if class_weights is not None and len(class_weights) != num_classes:
         raise InputError(f"class_weights has {len(class_weights)} values but there are {num_classes} classes")
     class_tensor = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
@@ -154,5 +154,5 @@ def build_segmentation_loss(
                     args.setdefault("class_weights", list(class_weights))  # binary ones score one class
                 terms[name] = _REGION_LOSSES[name](mode=mode, ignore_index=ignore_index, **args)
         except TypeError as error:
-            raise InputError(f"loss_args for {name}: {error}") from None
+            raise InputError(f"loss args for {name}: {error}") from None
     return CombinedLoss(terms, weights)

@@ -112,7 +112,10 @@ class PlainHyperparameters:
     ) -> None:
         if frame is None:
             frame = inspect.currentframe().f_back
-        super().save_hyperparameters(*args, ignore=ignore, frame=frame, logger=logger)  # type: ignore[misc]
+        # a ready module given to __init__ is not a hyperparameter (and Lightning would warn about it)
+        modules = [k for k, v in frame.f_locals.items() if isinstance(v, nn.Module) and k != "self"]
+        ignore = [ignore] if isinstance(ignore, str) else list(ignore or [])
+        super().save_hyperparameters(*args, ignore=ignore + modules, frame=frame, logger=logger)  # type: ignore[misc]
         for key in [k for k, v in self._hparams.items() if isinstance(v, nn.Module)]:  # type: ignore[has-type]
             self._hparams.pop(key)  # a ready module is passed again to load_from_checkpoint, not saved
             self._hparams_initial.pop(key, None)  # type: ignore[has-type]
