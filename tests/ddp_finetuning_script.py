@@ -10,6 +10,7 @@ epoch, and a digest of every parameter at the end (equal on both ranks when DDP 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -65,9 +66,8 @@ def main(out: Path) -> None:
     data = ImageClassificationDataModule(SyntheticShapes(32, num_classes=4), image_size=32, batch_size=4)
     # SGD with momentum and weight decay: a step on a frozen parameter with a zero (not None)
     # gradient would still move it, so an unchanged backbone proves the optimizer skipped it.
-    model = ClassifierModule(
-        "lenet5_bn", num_classes=4, optimizer="sgd", lr=0.05, weight_decay=1e-3, log_images=0
-    )
+    sgd = functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=1e-3)
+    model = ClassifierModule("lenet5_bn", num_classes=4, optimizer=sgd, log_images=0)
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,

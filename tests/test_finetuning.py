@@ -8,6 +8,7 @@ Every fit runs on CPU for a few batches of 32x32 synthetic images.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -23,8 +24,15 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
-from tests.conftest import cpu_trainer
-from vision_lightning import BackboneFreezeUnfreeze, ClassifierModule, SegmentationModule, SuperResModule
+from tests.conftest import cpu_trainer, optimizer
+from vision_lightning import (
+    BackboneFreezeUnfreeze,
+    ClassifierModule,
+    OneCycleLR,
+    SegmentationModule,
+    SuperResModule,
+    WarmupCosineLR,
+)
 from vision_lightning.data import segmentation_sources as seg
 from vision_lightning.data.classification import ImageClassificationDataModule
 from vision_lightning.data.classification_sources import SyntheticShapes
@@ -119,12 +127,20 @@ def _first_names(backbone: nn.Module, groups: list[list[nn.Parameter]]) -> list[
 
 
 def test_layer_groups_of_a_timm_resnet():
+    """A timm model's own layer order (`group_matcher`: the stem, then each block) gives the units:
+    ResNet-18's stem and 8 blocks dealt into 3 runs of 3, or 4 runs of 3, 2, 2 and 2."""
     backbone = timm.create_model("resnet18", num_classes=0)
     groups = _check_split(backbone, 3)
     assert _first_names(backbone, groups) == [
         "conv1.weight",
-        "layer1.0.conv1.weight",
+        "layer2.0.conv1.weight",
+        "layer3.1.conv1.weight",
+    ]
+    assert _first_names(backbone, _check_split(backbone, 4)) == [
+        "conv1.weight",
+        "layer2.0.conv1.weight",
         "layer3.0.conv1.weight",
+        "layer4.0.conv1.weight",
     ]
     assert len(_check_split(backbone, 1)[0]) == len(list(backbone.parameters()))
 
@@ -156,9 +172,15 @@ def test_too_many_layer_groups_is_an_input_error():
 
 
 def test_without_the_callback_the_groups_are_backbone_and_head_at_lr():
-    model = classifier(lr=0.02)
-    groups = [g for g in model.parameter_groups() if g["params"]]
-    assert [(g["name"], g["lr"]) for g in groups] == [("backbone", 0.02), ("head", 0.02)]
+    model = classifier(optimizer=optimizer("AdamW", lr=0.02, weight_decay=0.05))
+    groups = model.configure_optimizers().param_groups
+    assert [(g["name"], g["lr"], g["weight_decay"]) for g in groups] == [
+        ("backbone", 0.02, 0.05),
+        ("backbone_no_decay", 0.02, 0.0),
+        ("head", 0.02, 0.05),
+        ("head_no_decay", 0.02, 0.0),
+    ]
+    assert all(g["params"] for g in groups)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -195,7 +217,8 @@ def test_a_partly_frozen_backbone_cannot_be_scheduled():
 # ----------------------------------------------------------------------------- phases per task
 def test_classifier_phases_groups_and_no_eval_mode_warning():
     pl.seed_everything(0, verbose=False)
-    model = classifier(freeze_backbone=True, lr=0.01)  # the callback takes the freezing over
+    # freeze_backbone: the callback takes the freezing over
+    model = classifier(freeze_backbone=True, optimizer=optimizer(lr=0.01))
     record = Record()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -211,7 +234,16 @@ def test_classifier_phases_groups_and_no_eval_mode_warning():
     assert record.changes("head") == [True, True]
     assert record.backbone_grads == {0: False, 1: True}
     assert record.modes == [(0, False), (0, False), (1, True), (1, True)]  # frozen BatchNorm in eval
-    assert record.lrs[0] == pytest.approx({"backbone_0": 1e-4, "backbone_1": 1e-3, "head": 1e-2})
+    assert record.lrs[0] == pytest.approx(
+        {
+            "backbone_0": 1e-4,
+            "backbone_0_no_decay": 1e-4,
+            "backbone_1": 1e-3,
+            "backbone_1_no_decay": 1e-3,
+            "head": 1e-2,
+            "head_no_decay": 1e-2,
+        }
+    )
     assert all(lrs == record.lrs[0] for lrs in record.lrs)
     assert not model.backbone_scheduled  # released at teardown
 
@@ -220,7 +252,7 @@ def test_segmentation_phases():
     pl.seed_everything(0, verbose=False)
     model = SegmentationModule(
         arch="Unet", encoder="resnet18", arch_args={"encoder_depth": 3, "decoder_channels": [16, 8, 8]},
-        log_images=0, lr=0.01,
+        log_images=0, optimizer=optimizer(lr=0.01),
     )  # fmt: skip
     data = SegmentationDataModule(source=seg.SyntheticShapes(16), mode="binary", image_size=32, batch_size=8)
     record = Record()
@@ -232,7 +264,7 @@ def test_segmentation_phases():
 
 def test_superres_phases():
     pl.seed_everything(0, verbose=False)
-    model = SuperResModule(arch="espcn", scale=2, log_images=0, lr=0.01)
+    model = SuperResModule(arch="espcn", scale=2, log_images=0, optimizer=optimizer(lr=0.01))
     data = SuperResDataModule(
         SyntheticTextureImages(samples=8, size=48), scale=2, image_size=24, batch_size=4
     )
@@ -245,7 +277,9 @@ def test_superres_phases():
     )
     assert record.changes("backbone") == [False, True]  # the LR body
     assert record.changes("head") == [True, True]  # the sub-pixel stage
-    assert list(record.lrs[0]) == ["backbone_0", "backbone_1", "head"]
+    assert list(record.lrs[0]) == [
+        "backbone_0", "backbone_0_no_decay", "backbone_1", "backbone_1_no_decay", "head", "head_no_decay"
+    ]  # fmt: skip
 
 
 def test_superres_new_layers_first_and_the_callback_freeze_together(tmp_path):
@@ -262,7 +296,7 @@ def test_superres_new_layers_first_and_the_callback_freeze_together(tmp_path):
         new_layers_first=1,
         freeze_backbone=True,
         log_images=0,
-        lr=0.01,
+        optimizer=optimizer(lr=0.01),
     )
     assert model.new_parameters  # the x3 sub-pixel convolution
     data = SuperResDataModule(
@@ -276,19 +310,20 @@ def test_superres_new_layers_first_and_the_callback_freeze_together(tmp_path):
 
 # ----------------------------------------------------------------------------- learning rates
 @pytest.mark.parametrize(
-    ("scheduler", "args"),
+    "lr_scheduler",
     [
-        ("onecycle", {}),
-        ("cosine", {}),
+        OneCycleLR,
+        functools.partial(WarmupCosineLR, warmup_epochs=0.5),
         # a tenfold rise counts as improvement: the rate halves after every epoch but the first
-        ("plateau", {"mode": "max", "patience": 0, "factor": 0.5, "threshold": 10.0}),
+        functools.partial(
+            torch.optim.lr_scheduler.ReduceLROnPlateau, mode="max", patience=0, factor=0.5, threshold=10.0
+        ),
     ],
+    ids=["onecycle", "cosine", "plateau"],
 )
-def test_schedulers_keep_the_factors_before_and_after_unfreezing(scheduler, args):
+def test_schedulers_keep_the_factors_before_and_after_unfreezing(lr_scheduler):
     pl.seed_everything(0, verbose=False)
-    model = classifier(
-        lr=0.01, scheduler=scheduler, scheduler_args=args, warmup_epochs=0.5 if scheduler == "cosine" else 0
-    )
+    model = classifier(optimizer=optimizer(lr=0.01), lr_scheduler=lr_scheduler)
     record = Record()
     callback = BackboneFreezeUnfreeze(unfreeze_at_epoch=1, backbone_lr_factor=[0.01, 0.1])
     fit(model, classification_data(), [callback, record], max_epochs=3, limit_val_batches=1)
@@ -297,6 +332,8 @@ def test_schedulers_keep_the_factors_before_and_after_unfreezing(scheduler, args
     for lrs in record.lrs:  # every step, frozen or not
         assert lrs["backbone_0"] == pytest.approx(0.01 * lrs["head"], rel=1e-9)
         assert lrs["backbone_1"] == pytest.approx(0.1 * lrs["head"], rel=1e-9)
+        for name in ("backbone_0", "backbone_1", "head"):  # no weight decay, same rate
+            assert lrs[f"{name}_no_decay"] == pytest.approx(lrs[name], rel=1e-9)
     assert record.changes("backbone") == [False, True, True]
 
 
@@ -312,7 +349,7 @@ def _batchnorm_keys(module: nn.Module, suffix: str) -> set[str]:
 @pytest.mark.parametrize("freeze_bn_stats", [True, False])
 def test_freeze_bn_stats_keeps_running_statistics_while_weights_train(freeze_bn_stats):
     pl.seed_everything(0, verbose=False)
-    model = classifier(lr=0.01)
+    model = classifier(optimizer=optimizer(lr=0.01))
     record = Record()
     callback = BackboneFreezeUnfreeze(unfreeze_at_epoch=0, freeze_bn_stats=freeze_bn_stats)
     fit(model, classification_data(), [callback, record], max_epochs=2, limit_val_batches=1)
@@ -331,7 +368,7 @@ def test_frozen_epochs_refreeze_the_backbone():
     """SGD with momentum and weight decay: a step on a frozen parameter holding a stale or zero
     gradient would move it, so an unchanged backbone shows the optimizer skipped it."""
     pl.seed_everything(0, verbose=False)
-    model = classifier(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3)
+    model = classifier(optimizer=optimizer("SGD", lr=0.05, momentum=0.9, weight_decay=1e-3))
     record = Record()
     callback = BackboneFreezeUnfreeze(frozen_epochs=[[0, 1], [2, 3]], backbone_lr_factor=0.5)
     fit(model, classification_data(), [callback, record], max_epochs=4)
@@ -362,11 +399,11 @@ def _resume_run(tmp_path: Path, callback_args: dict, first_epochs: int, total_ep
     Trainer with a new callback and model: (model, record of the resumed part, trainer, checkpoint)."""
     pl.seed_everything(0, verbose=False)
     checkpoints = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
-    first = classifier(lr=0.01)
+    first = classifier(optimizer=optimizer(lr=0.01))
     fit(first, classification_data(), [BackboneFreezeUnfreeze(**callback_args), checkpoints],
         max_epochs=first_epochs, enable_checkpointing=True)  # fmt: skip
     saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
-    model, record = classifier(lr=0.01), Record()
+    model, record = classifier(optimizer=optimizer(lr=0.01)), Record()
     trainer = cpu_trainer(max_epochs=total_epochs, limit_train_batches=2, limit_val_batches=0,
                           callbacks=[BackboneFreezeUnfreeze(**callback_args), record])  # fmt: skip
     trainer.fit(model, classification_data(), ckpt_path=tmp_path / "last.ckpt")
@@ -380,7 +417,16 @@ def test_resume_from_a_checkpoint_of_the_frozen_phase(tmp_path):
     assert saved["callbacks"]["BackboneFreezeUnfreeze"]["frozen"] is True
     assert record.changes("backbone") == [False, True]  # epoch 1 still frozen, epoch 2 not
     assert record.changes("head") == [True, True]
-    assert record.lrs[0] == pytest.approx({"backbone_0": 1e-3, "backbone_1": 5e-3, "head": 1e-2})
+    assert record.lrs[0] == pytest.approx(
+        {
+            "backbone_0": 1e-3,
+            "backbone_0_no_decay": 1e-3,
+            "backbone_1": 5e-3,
+            "backbone_1_no_decay": 5e-3,
+            "head": 1e-2,
+            "head_no_decay": 1e-2,
+        }
+    )
     state = trainer.optimizers[0].state
     head_weight = model.head.weight
     assert int(state[head_weight]["step"]) == 6  # 2 steps before the checkpoint + 4 after
@@ -402,13 +448,17 @@ def test_resume_with_other_factors_is_an_input_error(tmp_path):
     trainer = fit(classifier(), classification_data(), [BackboneFreezeUnfreeze(backbone_lr_factor=0.1)])
     path = tmp_path / "frozen.ckpt"
     trainer.save_checkpoint(path)
-    for callbacks in (
-        [BackboneFreezeUnfreeze(backbone_lr_factor=[0.01, 0.1])],
-        [BackboneFreezeUnfreeze(backbone_lr_factor=0.5)],
-        [],
+    for callbacks, factors in (
+        ([BackboneFreezeUnfreeze(backbone_lr_factor=[0.01, 0.1])], r"\[0.01, 0.1\]"),
+        ([BackboneFreezeUnfreeze(backbone_lr_factor=0.5)], r"\[0.5\]"),
+        ([], r"\[1.0\]"),
     ):
         resumed = cpu_trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=0, callbacks=callbacks)
-        with pytest.raises(InputError, match=r"trained with backbone learning-rate factors \[0.1\]"):
+        with pytest.raises(
+            InputError,
+            match=r"trained with other optimizer groups \(backbone learning-rate factors \[0.1\]; "
+            rf"this run has {factors}\): resume with the same BackboneFreezeUnfreeze backbone_lr_factor",
+        ):
             resumed.fit(classifier(), classification_data(), ckpt_path=path)
     with pytest.raises(InputError, match="backbone_lr_factor=\\[0.1\\], not \\[0.5\\]"):
         BackboneFreezeUnfreeze(backbone_lr_factor=0.5).load_state_dict({"backbone_lr_factor": [0.1]})
@@ -469,7 +519,7 @@ def test_cli_fit_then_resume_across_the_unfreeze(tmp_path: Path):
         "fit", "--config", config,
         "--trainer.callbacks+=vision_lightning.BackboneFreezeUnfreeze", "--trainer.callbacks.unfreeze_at_epoch", "1",
         "--trainer.callbacks.backbone_lr_factor", "[0.01, 0.1]",
-        "--model.init_args.scheduler", "null", "--data.init_args.source.init_args.samples", "64",
+        "--model.init_args.lr_scheduler", "null", "--data.init_args.source.init_args.samples", "64",
         "--data.init_args.batch_size", "16", "--trainer.log_every_n_steps", "1",
         "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
         "--trainer.default_root_dir", run, "--checkpoint.dirpath", run / "checkpoints",
@@ -487,8 +537,11 @@ def test_cli_fit_then_resume_across_the_unfreeze(tmp_path: Path):
     )  # trained after the resume
     scalars = _scalars(run)
     lrs = {tag.rsplit("/", 1)[-1]: values for tag, values in scalars.items() if tag.startswith("lr-")}
-    assert set(lrs) == {"backbone_0", "backbone_1", "head"}
+    groups = ("backbone_0", "backbone_1", "head")
+    assert set(lrs) == {*groups, *(f"{name}_no_decay" for name in groups)}
     for backbone_lr, head_lr in zip(lrs["backbone_0"], lrs["head"]):
         assert backbone_lr == pytest.approx(head_lr * 0.01)
     for backbone_lr, head_lr in zip(lrs["backbone_1"], lrs["head"]):
         assert backbone_lr == pytest.approx(head_lr * 0.1)
+    for name in groups:
+        assert lrs[f"{name}_no_decay"] == pytest.approx(lrs[name])

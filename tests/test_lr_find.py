@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import run_cli
-from vision_lightning import ClassifierModule, ImageClassificationDataModule
+from tests.conftest import optimizer, run_cli
+from vision_lightning import ClassifierModule, ImageClassificationDataModule, OneCycleLR
 from vision_lightning.data.classification_sources import SyntheticShapes
 from vision_lightning.lr_find import LRFindResult, VisionTrainer, suggest_lr
 from vision_lightning.utils.visualize import line_plot_image
@@ -58,7 +58,7 @@ def test_lr_find_subcommand_writes_curve_and_suggestion(tmp_path: Path, capsys):
     lines = capsys.readouterr().out.splitlines()
     (line,) = [line for line in lines if line.startswith("Suggested learning rate")]
     suggested = float(line.split()[3])
-    assert f"--model.init_args.lr {suggested:.3g}" in line and "falls fastest at" in line
+    assert f"--model.init_args.optimizer.init_args.lr {suggested:.3g}" in line and "falls fastest at" in line
 
     lrs, losses = _curve(tmp_path)
     assert len(lrs) == 20  # 20 steps although an epoch has 8 batches and max_epochs is 8 or less
@@ -78,7 +78,9 @@ def test_lr_find_subcommand_writes_curve_and_suggestion(tmp_path: Path, capsys):
 def test_lr_find_leaves_the_model_as_it_was(tmp_path: Path):
     """Weights and BatchNorm statistics restored, `lr` untouched: the search trains nothing."""
     data = ImageClassificationDataModule(SyntheticShapes(96, num_classes=3), image_size=32, batch_size=16)
-    model = ClassifierModule(backbone="lenet5_bn", num_classes=3, lr=0.01, scheduler="onecycle")
+    model = ClassifierModule(
+        backbone="lenet5_bn", num_classes=3, optimizer=optimizer(lr=0.01), lr_scheduler=OneCycleLR
+    )
     before = copy.deepcopy(model.state_dict())
     trainer = VisionTrainer(
         accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
@@ -90,7 +92,8 @@ def test_lr_find_leaves_the_model_as_it_was(tmp_path: Path):
     after = model.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert model.hparams.lr == 0.01
+    assert model.lr == 0.01
+    assert model.hparams.optimizer["init_args"] == {"lr": 0.01}
     assert _checkpoints(tmp_path) == []
 
 
@@ -117,8 +120,12 @@ def test_lr_finder_callback_sets_the_rate_the_schedule_uses(tmp_path: Path):
     lrs, _ = _curve(tmp_path)
     assert len(lrs) > 8  # more steps than the one epoch of the run has batches
     trained = torch.load(tmp_path / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
-    found = trained["hyper_parameters"]["lr"]
+    found = trained["hyper_parameters"]["optimizer"]["init_args"]["lr"]
     assert found != QUICKSTART_LR and any(math.isclose(found, lr, rel_tol=1e-9) for lr in lrs)
+    groups = trained["optimizer_states"][0]["param_groups"]
+    assert {g["name"]: g["initial_lr"] for g in groups} == {
+        name: found for name in ("backbone", "backbone_no_decay", "head", "head_no_decay")
+    }  # the schedule starts from it in every group
     for group in ("head", "backbone"):
         used = _scalars(tmp_path, f"lr-Adam/{group}")
         assert used[0] == pytest.approx(found, rel=1e-5)  # float32 in TensorBoard
@@ -130,13 +137,13 @@ def test_lightning_learning_rate_finder_works_without_a_schedule(tmp_path: Path)
     run_cli(
         "fit", *TINY, "--trainer.callbacks+=LearningRateFinder", "--trainer.callbacks.num_training_steps", "20",
         "--trainer.callbacks.early_stop_threshold", "null",  # all 20 steps: the run has 32 batches
-        "--model.init_args.scheduler", "null", "--data.init_args.source.init_args.samples", "320",
+        "--model.init_args.lr_scheduler", "null", "--data.init_args.source.init_args.samples", "320",
         "--data.init_args.batch_size", "8",
         "--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "1",
         "--trainer.default_root_dir", tmp_path, "--checkpoint.dirpath", tmp_path / "checkpoints",
     )  # fmt: skip
     trained = torch.load(tmp_path / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
-    found = trained["hyper_parameters"]["lr"]
+    found = trained["hyper_parameters"]["optimizer"]["init_args"]["lr"]
     assert found != QUICKSTART_LR
     used = _scalars(tmp_path, "lr-Adam/head")
     assert used and all(v == pytest.approx(found, rel=1e-5) for v in used)

@@ -3,6 +3,7 @@ stage boundaries, schedules over the whole run, checks before training, resume, 
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,16 +15,18 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from tests.conftest import cpu_trainer, run_cli
+from tests.conftest import cpu_trainer, optimizer, run_cli
 from vision_lightning import (
     ClassifierModule,
     ImageClassificationDataModule,
+    OneCycleLR,
     ProgressiveResizing,
     ResizeStage,
     SegmentationDataModule,
     SegmentationModule,
     SuperResDataModule,
     SuperResModule,
+    WarmupCosineLR,
 )
 from vision_lightning.data import segmentation_sources as seg
 from vision_lightning.data.classification_sources import SyntheticShapes
@@ -215,7 +218,7 @@ def test_onecycle_runs_to_its_end_when_the_batch_size_halves():
     data, recorder = classification_data(), Recorder()
     callback = resizing()
     run = trainer(callback, recorder, limit_val_batches=0)
-    run.fit(classifier(scheduler="onecycle", lr=1e-2), data)
+    run.fit(classifier(optimizer=optimizer(lr=1e-2), lr_scheduler=OneCycleLR), data)
     train = len(data.train_dataloader().dataset)
     first_stage_estimate = (train // 4) * 4  # what Lightning's estimate sees: the first loader x epochs
     total = callback.estimated_stepping_batches(run)
@@ -234,7 +237,10 @@ def test_cosine_warmup_counts_the_epochs_steps():
         ),
     )
     run = trainer(callback, recorder, max_epochs=3, limit_val_batches=0)
-    run.fit(classifier(scheduler="cosine", warmup_epochs=1, lr=1e-2), classification_data())
+    model = classifier(
+        optimizer=optimizer(lr=1e-2), lr_scheduler=functools.partial(WarmupCosineLR, warmup_epochs=1)
+    )
+    run.fit(model, classification_data())
     per_epoch = callback.stepping_batches_per_epoch(run)
     assert per_epoch[0] < sum(per_epoch) / 3
     warmup = per_epoch[0]

@@ -107,6 +107,9 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LambdaLR):
     def state_dict(self) -> dict[str, Any]:  # LambdaLR would try to save the bound method
         return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # LambdaLR's expects `lr_lambdas`
+        self.__dict__.update({k: v for k, v in state_dict.items() if k != "lr_lambdas"})
+
 
 class OneCycleLR(torch.optim.lr_scheduler.OneCycleLR):
     """torch's one-cycle policy over the whole run (fast.ai / Smith 2018), peaking at each group's
