@@ -47,10 +47,11 @@ def quickstart_run(tmp_path_factory) -> Path:
 
 def test_quickstart_trains_far_above_chance(quickstart_run: Path):
     events = _events(quickstart_run)
-    accuracy = [e.value for e in events.Scalars("val_acc")]
+    accuracy = [e.value for e in events.Scalars("val/acc")]
     assert len(accuracy) == 8  # one per epoch
     assert accuracy[-1] > 0.9  # 4 classes: chance is 0.25
-    for tag in ("train_loss_epoch", "val_loss", "val_f1_macro", "lr-Adam/backbone", "lr-Adam/head"):
+    groups = ("backbone", "backbone_no_decay", "head", "head_no_decay")  # no decay: norms, biases
+    for tag in ("train/loss_epoch", "val/loss", "val/f1_macro", *(f"lr-Adam/{group}" for group in groups)):
         assert tag in events.Tags()["scalars"]
     lrs = [e.value for e in events.Scalars("lr-Adam/head")]
     assert lrs[-1] < lrs[0]  # cosine schedule decays
@@ -114,7 +115,7 @@ def test_validate_and_test(quickstart_run: Path, tmp_path: Path, subcommand: str
     run_cli(subcommand, "--config", QUICKSTART, "--ckpt_path", quickstart_run / "checkpoints/last.ckpt",
             "--trainer.default_root_dir", tmp_path, *QUIET)  # fmt: skip
     prefix = "val" if subcommand == "validate" else "test"
-    accuracy = _events(tmp_path).Scalars(f"{prefix}_acc")[-1].value
+    accuracy = _events(tmp_path).Scalars(f"{prefix}/acc")[-1].value
     assert accuracy > 0.9
 
 
@@ -129,7 +130,7 @@ def test_resume_continues_from_last_checkpoint(quickstart_run: Path, tmp_path: P
     assert after["epoch"] == before["epoch"] + 1
     steps_per_epoch = before["global_step"] // (before["epoch"] + 1)
     assert after["global_step"] == before["global_step"] + steps_per_epoch
-    assert len(_events(tmp_path).Scalars("val_acc")) == 1  # only the one new epoch ran
+    assert len(_events(tmp_path).Scalars("val/acc")) == 1  # only the one new epoch ran
 
 
 def test_print_config_shows_linked_arguments(capsys):
@@ -139,7 +140,8 @@ def test_print_config_shows_linked_arguments(capsys):
     printed = capsys.readouterr().out
     assert "class_path: vision_lightning.ClassifierModule" in printed
     assert "backbone: cifar_lenet" in printed
-    assert "checkpoint:" in printed and "monitor: val_loss" in printed
+    assert "checkpoint:" in printed and "monitor: val/loss" in printed
+    assert "filename: epoch{epoch:03d}-val_loss{val/loss:.4f}" in printed  # no "/" in file names
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ automatically.
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,8 @@ def _mask_file(mask: np.ndarray, source: str, args: dict) -> Image.Image:
 
 def _segmentation_data(data: dict, tmp_path: Path) -> list[str]:
     """Shapes and masks in the layout and mask format the config's source expects (mask folders or
-    an RLE CSV); synthetic shapes are only made fewer."""
+    an RLE CSV), named `img<group>_<view>` in three groups for a source's `group_pattern` or
+    `group_column`; synthetic shapes are only made fewer."""
     source = data.get("source") or {}
     kind = source.get("class_path", "SyntheticShapes").rsplit(".", 1)[-1]
     args = source.get("init_args") or {}
@@ -116,6 +118,11 @@ def _segmentation_data(data: dict, tmp_path: Path) -> list[str]:
         image, label, mask = shapes.sample(i)
         class_id = 1 if mode == "binary" else 1 + (label + i) % (classes - 1)
         samples.append((f"img{i // 4}_{i % 4:02d}", image, (mask * class_id).astype(np.uint8)))
+    if args.get("group_pattern"):  # file sources: the names carry the groups (Carvana: <car>_<view>)
+        groups = [re.search(args["group_pattern"], name) for name, _, _ in samples]
+        assert all(groups), f"group_pattern {args['group_pattern']!r}: teach the smoke test names it matches"
+        keys = [match.group(1) if match.re.groups else match.group(0) for match in groups]
+        assert len(set(keys)) == 3, f"group_pattern {args['group_pattern']!r} should find img0, img1, img2"
     if kind == "RleCsv":
         path_format, rows = args.get("path_format", "{}"), []
         for name, image, mask in samples:

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tests.conftest import cpu_trainer, run_cli
+from tests.conftest import cpu_trainer, optimizer, run_cli
 from tests.embedding_cache import write_embedding_cache
 from tests.test_feature_maps import ImageRecorder
 from vision_lightning import (
@@ -182,7 +182,9 @@ def test_classifier_identity_backbone_is_a_linear_probe():
 def test_probe_on_embeddings_logs_the_confusion_matrix_but_no_image_grid(tmp_path: Path):
     write_embedding_cache(tmp_path)
     data = EmbeddingDataModule(str(tmp_path), batch_size=8)
-    probe = ClassifierModule("identity", num_features=data.num_features, num_classes=2, lr=0.05)
+    probe = ClassifierModule(
+        "identity", num_features=data.num_features, num_classes=2, optimizer=optimizer(lr=0.05)
+    )
     recorder = ImageRecorder()
     cpu_trainer(logger=recorder, max_epochs=3).fit(probe, data)
     assert "val/samples" not in recorder.images and len(recorder.images["val/confusion_matrix"]) == 3
@@ -230,7 +232,7 @@ def test_seed001_workflow_extract_probe_knn(tmp_path: Path):
     images = ImageClassificationDataModule(
         ImageFolder(str(tmp_path / "images")), image_size=32, batch_size=16, predict_splits=["train", "val"]
     )
-    classifier = ClassifierModule("cifar_lenet", num_classes=2, lr=3e-3, log_images=0)
+    classifier = ClassifierModule("cifar_lenet", num_classes=2, optimizer=optimizer(lr=3e-3), log_images=0)
     trainer = cpu_trainer(max_epochs=2)
     trainer.fit(classifier, images)
     trainer.save_checkpoint(tmp_path / "classifier.ckpt")
@@ -241,13 +243,15 @@ def test_seed001_workflow_extract_probe_knn(tmp_path: Path):
 
     embeddings = EmbeddingDataModule(str(cache), batch_size=16)
     assert (embeddings.num_features, embeddings.class_names) == (64, ["blue", "red"])
-    probe = ClassifierModule("identity", num_features=embeddings.num_features, num_classes=2, lr=1e-2)
+    probe = ClassifierModule(
+        "identity", num_features=embeddings.num_features, num_classes=2, optimizer=optimizer(lr=1e-2)
+    )
     trainer = cpu_trainer(max_epochs=4)
     trainer.fit(probe, embeddings)
-    assert trainer.callback_metrics["val_acc"] >= 0.9
+    assert trainer.callback_metrics["val/acc"] >= 0.9
 
     knn = KNNClassifierModule(num_classes=2, k=5)
-    assert cpu_trainer().validate(knn, embeddings, verbose=False)[0]["val_knn_acc"] >= 0.9
+    assert cpu_trainer().validate(knn, embeddings, verbose=False)[0]["val/knn_acc"] >= 0.9
 
 
 def test_cli_extracts_from_a_checkpoint_the_cli_wrote(tmp_path: Path):

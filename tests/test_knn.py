@@ -65,17 +65,17 @@ def test_knn_module_validates_and_tests_a_cache(tmp_path: Path):
     write_embedding_cache(tmp_path, splits=("train", "val", "test"), num_classes=3, class_names=None, rows=30)
     data = EmbeddingDataModule(str(tmp_path), test_split="test", batch_size=8)
     model = KNNClassifierModule(num_classes=data.num_classes, k=5)
-    assert cpu_trainer().validate(model, data, verbose=False) == [{"val_knn_acc": 1.0}]
+    assert cpu_trainer().validate(model, data, verbose=False) == [{"val/knn_acc": 1.0}]
     assert model.bank.shape == (30, 8) and model.bank_labels.tolist() == [i % 3 for i in range(30)]
-    assert cpu_trainer().test(model, data, verbose=False) == [{"test_knn_acc": 1.0}]
+    assert cpu_trainer().test(model, data, verbose=False) == [{"test/knn_acc": 1.0}]
 
 
 def test_knn_module_reports_top5_and_chance_on_noise(tmp_path: Path):
     write_embedding_cache(tmp_path, num_classes=8, class_names=None, rows=40, spread=100.0)  # noise
     data = EmbeddingDataModule(str(tmp_path), batch_size=16)
     metrics = cpu_trainer().validate(KNNClassifierModule(num_classes=8, k=5), data, verbose=False)[0]
-    assert set(metrics) == {"val_knn_acc", "val_knn_top5_acc"}
-    assert metrics["val_knn_acc"] < 0.5 and metrics["val_knn_top5_acc"] >= metrics["val_knn_acc"]
+    assert set(metrics) == {"val/knn_acc", "val/knn_top5_acc"}
+    assert metrics["val/knn_acc"] < 0.5 and metrics["val/knn_top5_acc"] >= metrics["val/knn_acc"]
 
 
 def test_knn_module_has_nothing_to_fit(tmp_path: Path):

@@ -16,7 +16,7 @@ from torch import nn
 
 from vision_lightning.models.classic import CLASSIC_NETS
 from vision_lightning.models.factory import available_backbones, create_backbone, resolve_backbone_name
-from vision_lightning.models.heads import build_head
+from vision_lightning.models.heads import HeadOptions, build_head
 from vision_lightning.tasks import ClassifierModule
 from vision_lightning.utils.errors import DownloadError, InputError, MissingInputError
 from vision_lightning.utils.weights import strip_prefixes
@@ -288,7 +288,7 @@ def test_linear_head():
 
 
 def test_mlp_head_is_seed000s():
-    head = build_head("mlp", 512, 5, hidden=64)
+    head = build_head({"kind": "mlp", "hidden": 64}, 512, 5)
     kinds = [type(m) for m in head]
     assert kinds == [nn.BatchNorm1d, nn.Dropout, nn.Linear, nn.ReLU, nn.BatchNorm1d, nn.Dropout, nn.Linear]
     assert head[0].num_features == 512
@@ -303,17 +303,21 @@ def test_mlp_head_is_seed000s():
 
 
 def test_mlp_head_in_the_classifier():
-    model = ClassifierModule("lenet5", num_classes=4, head="mlp", head_hidden=32, head_dropout=(0.1, 0.2))
+    model = ClassifierModule(
+        "lenet5", num_classes=4, head={"kind": "mlp", "hidden": 32, "dropout": [0.1, 0.2]}
+    )
     assert model.head[0].num_features == 84
     assert (model.head[1].p, model.head[5].p) == (0.1, 0.2)
     assert model.head[-1].out_features == 4
     assert model.train()(torch.randn(3, 3, 32, 32)).shape == (3, 4)
-    binary = ClassifierModule("lenet5", num_classes=2, label_mode="binary", head="mlp", head_hidden=16)
+    binary = ClassifierModule(
+        "lenet5", num_classes=2, label_mode="binary", head=HeadOptions(kind="mlp", hidden=16)
+    )
     assert binary.head[-1].out_features == 1
 
 
 def test_unknown_head():
-    with pytest.raises(ValueError, match="head must be 'linear' or 'mlp', got 'conv'"):
+    with pytest.raises(ValueError, match="head must be linear or mlp, got 'conv'"):
         build_head("conv", 8, 2)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import cpu_trainer, run_cli
+from tests.conftest import cpu_trainer, optimizer, run_cli
 from vision_lightning.callbacks.prediction_writer import PredictionWriter
 from vision_lightning.data.style import StyleTransferDataModule
 from vision_lightning.data.style_sources import SyntheticTextureContent
@@ -45,11 +45,11 @@ def test_fit_logs_every_loss_term_and_computes_the_style_once(tmp_path, style_pa
     trainer.fit(model, small_data(style_path))
     assert len(calls) == 1
     logged = set(trainer.callback_metrics)
-    expected = {"val_loss_content_relu4_3", "val_loss_tv"} | {
-        f"val_loss_style_{layer}" for layer in ("relu2_2", "relu3_3", "relu4_3", "relu5_3")
+    expected = {"val/loss_content_relu4_3", "val/loss_tv"} | {
+        f"val/loss_style_{layer}" for layer in ("relu2_2", "relu3_3", "relu4_3", "relu5_3")
     }
     assert expected <= logged
-    total = trainer.callback_metrics["val_loss"]
+    total = trainer.callback_metrics["val/loss"]
     assert total == pytest.approx(sum(float(trainer.callback_metrics[k]) for k in expected), rel=1e-4)
 
 
@@ -60,17 +60,17 @@ def test_a_short_last_batch_is_handled(tmp_path, style_path):
     trainer.fit(model, data)
     sizes = [len(batch["image"]) for batch in data.val_dataloader()]
     assert sizes[-1] < sizes[0]  # validation ran through a short last batch
-    assert torch.isfinite(trainer.callback_metrics["val_loss"])
+    assert torch.isfinite(trainer.callback_metrics["val/loss"])
 
 
 def test_training_lowers_the_loss(tmp_path, style_path):
     torch.manual_seed(0)
-    model = StyleTransferModule(lr=3e-3, **SMALL_NET)
+    model = StyleTransferModule(optimizer=optimizer(lr=3e-3), **SMALL_NET)
     data = small_data(style_path, source=SyntheticTextureContent(samples=8))
     trainer = cpu_trainer(max_epochs=6, default_root_dir=tmp_path)
-    before = trainer.validate(model, data, verbose=False)[0]["val_loss"]
+    before = trainer.validate(model, data, verbose=False)[0]["val/loss"]
     trainer.fit(model, data)
-    after = trainer.validate(model, data, verbose=False)[0]["val_loss"]
+    after = trainer.validate(model, data, verbose=False)[0]["val/loss"]
     assert after < before
 
 

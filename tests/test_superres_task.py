@@ -11,7 +11,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from tests.conftest import cpu_trainer, run_cli
+from tests.conftest import cpu_trainer, optimizer, run_cli
 from vision_lightning.callbacks.prediction_writer import PredictionWriter
 from vision_lightning.data.superres import SuperResDataModule
 from vision_lightning.data.superres_sources import SyntheticTextureImages
@@ -76,15 +76,15 @@ def test_scores_average_per_image():
 def test_training_beats_its_start_and_logs_bicubic(tmp_path):
     pl_seed = 0
     torch.manual_seed(pl_seed)
-    model = SuperResModule(arch="espcn", scale=2, lr=3e-3)
+    model = SuperResModule(arch="espcn", scale=2, optimizer=optimizer(lr=3e-3))
     data = small_data(2)
     trainer = cpu_trainer(max_epochs=6, default_root_dir=tmp_path)
     before = trainer.validate(model, data, verbose=False)[0]
     trainer.fit(model, data)
     after = trainer.validate(model, data, verbose=False)[0]
-    assert after["val_psnr_y_crop2"] > before["val_psnr_y_crop2"] + 1.0
-    assert "val_bicubic_psnr_y_crop2" in after and "val_ssim_rgb_crop2" in after
-    assert after["val_bicubic_psnr_y_crop2"] == pytest.approx(before["val_bicubic_psnr_y_crop2"])
+    assert after["val/psnr_y_crop2"] > before["val/psnr_y_crop2"] + 1.0
+    assert "val/bicubic_psnr_y_crop2" in after and "val/ssim_rgb_crop2" in after
+    assert after["val/bicubic_psnr_y_crop2"] == pytest.approx(before["val/bicubic_psnr_y_crop2"])
 
 
 def test_validation_uses_the_same_bicubic_as_the_data():
@@ -108,7 +108,7 @@ def test_feature_loss_logs_its_terms_and_keeps_vgg_out_of_the_optimizer(tmp_path
     optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert optimized == own
     logged = trainer.callback_metrics
-    assert {"train_loss_pixel", "train_loss_feature_relu1_2", "train_loss_feature_relu3_3"} <= set(logged)
+    assert {"train/loss_pixel", "train/loss_feature_relu1_2", "train/loss_feature_relu3_3"} <= set(logged)
     assert not any(key.startswith("loss_fn.") for key in model.state_dict())
 
 

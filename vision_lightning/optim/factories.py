@@ -32,7 +32,7 @@ def _import_class(path: str, kind: str, base: tuple[type, ...]) -> type:
     except (ImportError, AttributeError):
         raise InputError(f"{kind} {path!r} is not a class that can be imported") from None
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise InputError(f"{kind} {path!r} is not a {' or '.join(b.__name__ for b in base)} class")
+        raise InputError(f"{kind} {path!r} is not a subclass of {' or '.join(b.__name__ for b in base)}")
     return cls
 
 

@@ -290,6 +290,10 @@ class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterIn
     @lr.setter
     def lr(self, value: float) -> None:
         self._lr = float(value)
+        # the saved optimizer says so too: a checkpoint reloads with the rate it was trained at
+        optimizer = getattr(self, "_hparams", {}).get("optimizer")
+        if isinstance(optimizer, dict) and isinstance(optimizer.get("init_args"), dict):
+            optimizer["init_args"]["lr"] = self._lr
 
     def set_backbone_lr_factors(self, factors: Sequence[float]) -> None:
         """Split the backbone into `len(factors)` groups of consecutive layers (first layers first)
@@ -312,8 +316,10 @@ class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterIn
 
     # ---------------------------------------------------------------- checkpoints and inference
     def setup(self, stage: str) -> None:
-        no_default_hp_metric(self.trainer)
-        datamodule = getattr(self.trainer, "datamodule", None)
+        if self._trainer is None:  # called by hand, outside a Trainer: nothing to read from it
+            return
+        no_default_hp_metric(self._trainer)
+        datamodule = getattr(self._trainer, "datamodule", None)
         if callable(getattr(datamodule, "preprocessing", None)):
             self.preprocessing = datamodule.preprocessing()
             self._check_input_size(self.preprocessing.get("image_size"))

@@ -78,7 +78,7 @@ def knn_predict(
 
 
 class KNNClassifierModule(PlainHyperparameters, pl.LightningModule):
-    """k-NN classification of embeddings; logs `val_knn_acc` / `test_knn_acc` (and top-5 accuracy
+    """k-NN classification of embeddings; logs `val/knn_acc` / `test/knn_acc` (and top-5 accuracy
     with more than 5 classes). Nothing to train: use `validate` or `test`.
 
     Args:
