@@ -1,4 +1,4 @@
-"""BackboneFreezeUnfreeze under 2-process DDP on CPU (gloo), run by tests/test_finetuning.py.
+"""BackboneFreezeUnfreeze under 2-process DDP on CPU (gloo), run by tests/callbacks/test_backbone_freeze_unfreeze.py.
 
     python tests/ddp_finetuning_script.py OUT_DIR
 

@@ -18,7 +18,7 @@ from vision_lightning.models.style import create_style_model
 from vision_lightning.tasks.style import StyleTransferModule
 from vision_lightning.utils.errors import InputError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "configs/quickstart/style.yaml"
 SMALL_NET = {"arch_args": {"channels": 8, "blocks": 1}}
 pytestmark = pytest.mark.filterwarnings("ignore:.*random weights.*")

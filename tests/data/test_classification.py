@@ -37,7 +37,7 @@ from vision_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_
 from vision_lightning.utils.errors import InputError, MissingInputError
 from vision_lightning.utils.images import image_problem
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SIZE = 16
 
 

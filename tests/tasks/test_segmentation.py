@@ -40,7 +40,7 @@ from vision_lightning.outputs.masks import MaskSink
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.rle import rle_decode
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "configs/quickstart/segmentation.yaml"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 SMALL_UNET = {

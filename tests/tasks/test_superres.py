@@ -23,7 +23,7 @@ from vision_lightning.tasks.superres import SuperResModule
 from vision_lightning.utils.errors import DownloadError, InputError
 from vision_lightning.utils.resize import bicubic_resize
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "configs/quickstart/superres.yaml"
 
 

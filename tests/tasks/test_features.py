@@ -15,7 +15,7 @@ from torch import nn
 
 from tests.conftest import cpu_trainer, optimizer, run_cli
 from tests.embedding_cache import write_embedding_cache
-from tests.test_feature_maps import ImageRecorder
+from tests.callbacks.test_feature_maps import ImageRecorder
 from vision_lightning import (
     ClassifierModule,
     EmbeddingDataModule,

@@ -43,7 +43,7 @@ from vision_lightning.models.factory import create_backbone
 from vision_lightning.optim.layer_groups import backbone_layer_groups
 from vision_lightning.utils.errors import InputError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -513,7 +513,7 @@ def test_cli_fit_then_resume_across_the_unfreeze(tmp_path: Path):
     TensorBoard at fixed ratios, and a resume from the frozen epoch's last.ckpt that unfreezes."""
     from tests.conftest import run_cli
 
-    config = Path(__file__).resolve().parents[1] / "configs/quickstart/classification.yaml"
+    config = Path(__file__).resolve().parents[2] / "configs/quickstart/classification.yaml"
     run = tmp_path / "run"
     args = [
         "fit", "--config", config,
