@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from tests.callbacks.test_feature_maps import ImageRecorder
 from tests.conftest import cpu_trainer, optimizer, run_cli
 from tests.embedding_cache import write_embedding_cache
-from tests.callbacks.test_feature_maps import ImageRecorder
 from vision_lightning import (
     ClassifierModule,
     EmbeddingDataModule,
