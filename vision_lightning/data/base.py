@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -67,7 +68,13 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         cache_images: decode every image once into memory (small data sets).
         bad_images: unreadable files are `skip`ped with a warning naming each, stop the run
             (`error`), or are not looked for (`off`).
+        val_split / split_seed: the seeded share of the training data held out for validation
+            when the data has no validation set of its own.
+        predict_root: a folder of images for `predict` (default: the test set, else validation).
         predict_splits: predict these splits (`[train, val]`) instead of the predict set.
+
+    Concrete data modules take their own arguments and pass these on (`**kwargs`), so each is
+    written once; LightningCLI and `--help` show them with the module's own.
     """
 
     def __init__(
@@ -79,6 +86,9 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         std: Sequence[float] | None = None,
         cache_images: bool = False,
         bad_images: BadImages = "skip",
+        val_split: float = 0.2,
+        split_seed: int = 42,
+        predict_root: str | None = None,
         predict_splits: list[str] | None = None,
     ) -> None:
         super().__init__()
@@ -86,6 +96,8 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
             raise InputError(f"image_size and batch_size must be positive, got {image_size} and {batch_size}")
         if bad_images not in ("skip", "error", "off"):
             raise InputError(f"bad_images must be skip, error or off, got {bad_images!r}")
+        if not 0.0 <= val_split < 1.0:
+            raise InputError(f"val_split must be at least 0 and below 1, got {val_split}")
         if (mean is None) != (std is None):
             raise InputError("give both mean and std, or neither (then the model's or ImageNet's are used)")
         loader = from_plain(loader, LoaderOptions)  # a dict: from Python or saved hyperparameters
@@ -96,6 +108,8 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         self._mean, self._std = mean, std
         self.cache_images = cache_images
         self.bad_images = bad_images
+        self.val_split, self.split_seed = val_split, split_seed
+        self.predict_root = Path(predict_root) if predict_root else None
 
     def __repr__(self) -> str:
         """Named by its source, without building loaders: Lightning's `__str__` would set the data

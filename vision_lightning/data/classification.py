@@ -15,13 +15,12 @@ Class names are known right after construction, so the CLI links them into the m
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import albumentations as A
 import numpy as np
 
-from vision_lightning.data.base import BadImages, LoaderOptions, Split, VisionDataModule
+from vision_lightning.data.base import Split, VisionDataModule
 from vision_lightning.data.classification_sources import (
     SPLIT_FOLDERS,  # noqa: F401  (segmentation's import)
     ClassificationSource,
@@ -48,46 +47,31 @@ class ImageClassificationDataModule(VisionDataModule):
         label_mode: `multiclass` (a class id), `binary` (2 classes, one logit), `multilabel` (0/1
             per class) or `soft` (a probability per class); the last two need `CsvLabels` with one
             label column per class.
-        val_split / split_seed: seeded stratified validation split when the source has no
-            validation set of its own (no `val/` folder, no fold column, no torchvision val split).
         channels: 3 converts grayscale files to RGB, 1 converts to grayscale.
         image_size: the training size (square); ProgressiveResizing may change it between epochs.
         resize: eval images are resized so the shorter side is `resize`, then centre-cropped to
             `image_size` (the ImageNet recipe 256 -> 224); without it images are resized to `image_size`.
         augmentations: albumentations transforms for training, after resizing.
-        mean / std: normalisation; None: the model's own (a timm backbone's), else ImageNet's;
-            `[0.0]` / `[1.0]` only scale pixels to [0, 1] (the seeds' `ToTensor()`).
         batch_size: the training batch size (ProgressiveResizing may change it too).
-        loader: worker processes and memory pinning of every loader (`{num_workers: 4}`).
-        cache_images: decode every image once into memory (small data sets: decoding then
-            stops dominating an epoch).
-        bad_images: corrupt or truncated files are found before training and `skip`ped with a
-            warning naming each, or stop the run (`error`); `off` does not check.
-        predict_root: folder of images for `predict` (default: the test set, else validation).
-        predict_splits: predict these splits instead (`[train, val]`), one loader each with
-            evaluation transforms and labels: features for a whole data set (FeatureExtractModule).
+        **kwargs: `VisionDataModule`'s: `loader` (`{num_workers: 4}`), `mean` / `std` (None: the
+            model's own, else ImageNet's; `[0.0]` / `[1.0]` only scale pixels to [0, 1], the seeds'
+            `ToTensor()`), `cache_images`, `bad_images`, `val_split` / `split_seed` (a seeded
+            stratified split when the source has no validation set of its own), `predict_root`,
+            `predict_splits` (`[train, val]`: features for a whole data set).
     """
 
     def __init__(
         self,
         source: ClassificationSource = SyntheticShapes(),
         label_mode: LabelMode = "multiclass",
-        val_split: float = 0.2,
-        split_seed: int = 42,
         channels: int = 3,
         image_size: int = 224,
         resize: int | None = None,
         augmentations: list[A.BasicTransform | A.BaseCompose] | None = None,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
         batch_size: int = 32,
-        loader: LoaderOptions = LoaderOptions(),
-        cache_images: bool = False,
-        bad_images: BadImages = "skip",
-        predict_root: str | None = None,
-        predict_splits: list[str] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(image_size, batch_size, loader, mean, std, cache_images, bad_images, predict_splits)
+        super().__init__(image_size, batch_size, **kwargs)
         self.save_hyperparameters()
         source = from_plain(source, ClassificationSource)  # {class_path, init_args}: saved hyperparameters
         if not isinstance(source, ClassificationSource):
@@ -106,11 +90,9 @@ class ImageClassificationDataModule(VisionDataModule):
             )
         self.source = source
         self.label_mode = label_mode
-        self.val_split, self.split_seed = val_split, split_seed
         self.channels = channels
         self.resize = resize
         self.augmentations = augmentations
-        self.predict_root = Path(predict_root) if predict_root else None
         self._sources: dict[str, Split] = {}
         self.class_names = source.classes(label_mode)
         if label_mode == "binary" and len(self.class_names) != 2:

@@ -15,14 +15,13 @@ all of them at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
 import albumentations as A
 
-from vision_lightning.data.base import BadImages, LoaderOptions, Split, VisionDataModule
+from vision_lightning.data.base import Split, VisionDataModule
 from vision_lightning.data.datasets import FileSource, SampleSource, SegmentationDataset
 from vision_lightning.data.segmentation_sources import (
     MaskSpec,
@@ -55,17 +54,13 @@ class SegmentationDataModule(VisionDataModule):
             training and used whole for validation, test and predict (the model pads them).
         crop: random crops of `image_size` to train, whole images to evaluate.
         augmentations: albumentations transforms applied jointly to image and mask in training.
-        val_split / split_seed: seeded validation split when the data has no validation set of its own.
-        batch_size / loader: batch size (changed by ProgressiveResizing) and loader workers.
-        mean / std: normalisation; None: the model's own (a timm backbone's), else ImageNet's;
-            `[0.0]` / `[1.0]` only scales pixels to [0, 1].
-        cache_images: decode every image and mask once into memory (small data sets like ISBI).
-        bad_images: unreadable images or masks are `skip`ped with a warning, stop the run (`error`),
-            or are not looked for (`off`).
-        predict_root: folder of images to predict (default: unlabelled images found with the data,
-            like ISBI's `test/`, else the test split, else validation).
-        predict_splits: predict these splits instead (`[train, val]`), one loader each with
-            evaluation transforms (FeatureExtractModule on a segmentation encoder, say).
+        batch_size: the training batch size (changed by ProgressiveResizing).
+        **kwargs: `VisionDataModule`'s: `loader`, `mean` / `std` (None: the model's own, else
+            ImageNet's; `[0.0]` / `[1.0]` only scale pixels to [0, 1]), `cache_images` (images
+            and masks; small sets like ISBI), `bad_images` (images or masks), `val_split` /
+            `split_seed` (when the data has no validation set of its own), `predict_root`
+            (default: unlabelled images found with the data, like ISBI's `test/`, else the test
+            split, else validation), `predict_splits`.
     """
 
     def __init__(
@@ -78,18 +73,10 @@ class SegmentationDataModule(VisionDataModule):
         image_size: int = 256,
         crop: bool = False,
         augmentations: list[A.BasicTransform | A.BaseCompose] | None = None,
-        val_split: float = 0.2,
-        split_seed: int = 42,
         batch_size: int = 8,
-        loader: LoaderOptions = LoaderOptions(),
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        cache_images: bool = False,
-        bad_images: BadImages = "skip",
-        predict_root: str | None = None,
-        predict_splits: list[str] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(image_size, batch_size, loader, mean, std, cache_images, bad_images, predict_splits)
+        super().__init__(image_size, batch_size, **kwargs)
         source = as_source(source)
         if mode not in ("binary", "multiclass", "multilabel"):
             raise InputError(f"mode must be binary, multiclass or multilabel, got {mode!r}")
@@ -98,8 +85,6 @@ class SegmentationDataModule(VisionDataModule):
         source.check_mode(mode)
         self.source, self.mode, self.channels = source, mode, channels
         self.crop, self.augmentations = crop, augmentations
-        self.val_split, self.split_seed = val_split, split_seed
-        self.predict_root = Path(predict_root) if predict_root else None
         self.class_names = self._classes(num_classes, class_names)
         self.save_hyperparameters()
         for hparams in (self._hparams, self._hparams_initial):  # the checkpoint keeps the classes as resolved

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from vision_lightning.data.base import BadImages, LoaderOptions, Split, VisionDataModule
+from vision_lightning.data.base import Split, VisionDataModule
 from vision_lightning.data.datasets import SampleSource, WholeImages
 from vision_lightning.data.image_sets import folder_split
 from vision_lightning.data.style_sources import ContentSource, SyntheticTextureContent
@@ -82,18 +82,15 @@ class StyleTransferDataModule(VisionDataModule):
             checkpoint stylises without it.
         style_size: resize the style image so its shorter side is this many pixels (antialiased
             bicubic); None keeps it as it is. The style's brush strokes come out at this scale.
-        predict_root: folder of images to stylise at full resolution (default: the validation images).
-            Predicting it reads nothing of the source.
-        val_split / split_seed: without a validation set of the source's own (`val_root`), this
-            fraction of the training images (at least one; seeded) is held out; 0 means no validation.
+        val_split: without a validation set of the source's own (`val_root`), this fraction of the
+            training images (at least one; seeded by `split_seed`) is held out; 0 means no validation.
         image_size: the square training and validation content size.
         batch_size: content images per training and validation batch; predict uses one image per batch
             (full-resolution images differ in size).
-        bad_images: unreadable files are skipped with a warning naming them (`skip`), stop the run
-            (`error`), or are not looked for (`off`).
-        cache_images: decode every content image once into memory (for small content sets only).
-        loader: worker processes and memory pinning of every loader.
-        predict_splits: predict these splits instead (`[train, val]`), one loader each.
+        **kwargs: `VisionDataModule`'s: `loader`, `cache_images` (small content sets only),
+            `bad_images`, `split_seed`, `predict_root` (images to stylise at full resolution;
+            default: the validation images; predicting it reads nothing of the source),
+            `predict_splits`.
 
     Images are not normalised: `preprocessing()` says mean 0 and std 1 (pixels in [0, 1]).
     """
@@ -103,20 +100,12 @@ class StyleTransferDataModule(VisionDataModule):
         source: ContentSource = SyntheticTextureContent(),
         style_image: str | None = None,
         style_size: int | None = None,
-        predict_root: str | None = None,
         val_split: float = 0.1,
-        split_seed: int = 42,
         image_size: int = 256,
         batch_size: int = 4,
-        bad_images: BadImages = "skip",
-        cache_images: bool = False,
-        loader: LoaderOptions = LoaderOptions(),
-        predict_splits: list[str] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            image_size, batch_size, loader, cache_images=cache_images, bad_images=bad_images,
-            predict_splits=predict_splits,
-        )  # fmt: skip
+        super().__init__(image_size, batch_size, val_split=val_split, **kwargs)
         if not isinstance(source, ContentSource):
             raise InputError(
                 f"source must be a ContentSource (ContentFolders, SyntheticTextureContent), got {source!r}"
@@ -129,13 +118,9 @@ class StyleTransferDataModule(VisionDataModule):
             raise InputError(
                 f"style_size must be positive (or null to keep the style image's size), got {style_size}"
             )
-        if not 0.0 <= val_split < 1.0:
-            raise InputError(f"val_split must be at least 0 and below 1, got {val_split}")
         self.source = source
         self.style_image = str(style_image) if style_image is not None else None
         self.style_size = style_size
-        self.predict_root = Path(predict_root) if predict_root else None
-        self.val_split, self.split_seed = val_split, split_seed
         self._style: Tensor | None = None
         self._sources: dict[str, Split] = {}
         self._built = False

@@ -12,14 +12,13 @@ bicubic (the PIL / MATLAB kernel) rounded to 8-bit levels, as if saved as PNG.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from vision_lightning.data.base import BadImages, LoaderOptions, Split, VisionDataModule
+from vision_lightning.data.base import Split, VisionDataModule
 from vision_lightning.data.datasets import SampleSource, WholeImages
 from vision_lightning.data.image_sets import folder_split
 from vision_lightning.data.superres_sources import SuperResSource, SyntheticTextureImages
@@ -126,10 +125,8 @@ class SuperResDataModule(VisionDataModule):
         source: where the images come from: `SuperResFolders` (HR folders per split, optionally with
             LR folders) or `SyntheticTextureImages` (the default: generated textures, no download).
         scale: the upscaling factor, 2, 3 or 4 (the CLI links it into the model).
-        predict_root: folder of LR images to upscale (default: the LR images of the test set, else
-            of validation). Predicting it reads nothing of the source.
-        val_split / split_seed: without a validation set of the source's own (`val_root`), this
-            fraction of the training images (at least one; seeded) is held out as whole-image
+        val_split: without a validation set of the source's own (`val_root`), this fraction of the
+            training images (at least one; seeded by `split_seed`) is held out as whole-image
             validation; 0 means no validation.
         image_size: the HR training crop, a multiple of `scale` (LR crops are `image_size // scale`);
             every training image must be at least this large.
@@ -138,12 +135,11 @@ class SuperResDataModule(VisionDataModule):
         patches_per_image: random crops per training image per epoch, so that a small set (BSDS200's
             200 images) still makes epochs long enough to learn from.
         augment: a random one of the 8 flips and 90-degree rotations per training crop.
-        bad_images: unreadable files are skipped with a warning naming them (`skip`), stop the run
-            (`error`), or are not looked for (`off`).
         cache_images: decode every image once into memory (SR sets are small; turn off for DIV2K-sized
             sets, 800 2K images are about 5 GiB decoded).
-        loader: worker processes and memory pinning of every loader.
-        predict_splits: predict these splits instead (`[val, test]`), one loader each.
+        **kwargs: `VisionDataModule`'s: `loader`, `bad_images`, `split_seed`, `predict_root` (LR
+            images to upscale; default: the LR images of the test set, else of validation;
+            predicting it reads nothing of the source), `predict_splits`.
 
     Images are not normalised: `preprocessing()` says mean 0 and std 1 (pixels in [0, 1]).
     """
@@ -152,22 +148,15 @@ class SuperResDataModule(VisionDataModule):
         self,
         source: SuperResSource = SyntheticTextureImages(),
         scale: int = 4,
-        predict_root: str | None = None,
         val_split: float = 0.1,
-        split_seed: int = 42,
         image_size: int = 96,
         batch_size: int = 16,
         patches_per_image: int = 1,
         augment: bool = True,
-        bad_images: BadImages = "skip",
         cache_images: bool = True,
-        loader: LoaderOptions = LoaderOptions(),
-        predict_splits: list[str] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            image_size, batch_size, loader, cache_images=cache_images, bad_images=bad_images,
-            predict_splits=predict_splits,
-        )  # fmt: skip
+        super().__init__(image_size, batch_size, val_split=val_split, cache_images=cache_images, **kwargs)
         if not isinstance(source, SuperResSource):
             raise InputError(
                 f"source must be a SuperResSource (SuperResFolders, SyntheticTextureImages), got {source!r}"
@@ -177,12 +166,8 @@ class SuperResDataModule(VisionDataModule):
         self.source, self.scale = source, scale
         self._check_image_size()
         source.check(scale, image_size)
-        if not 0.0 <= val_split < 1.0:
-            raise InputError(f"val_split must be at least 0 and below 1, got {val_split}")
         if patches_per_image < 1:
             raise InputError(f"patches_per_image must be at least 1, got {patches_per_image}")
-        self.predict_root = Path(predict_root) if predict_root else None
-        self.val_split, self.split_seed = val_split, split_seed
         self.patches_per_image, self.augment = patches_per_image, augment
         self._sources: dict[str, Split] = {}
         self._built = False

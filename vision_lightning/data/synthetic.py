@@ -8,7 +8,6 @@ set is the same on every machine and in every worker.
 from __future__ import annotations
 
 import functools
-
 from pathlib import Path
 
 import numpy as np
