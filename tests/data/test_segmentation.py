@@ -1078,6 +1078,7 @@ def test_hyperparameters_rebuild_the_source_and_preprocessing_says_how_to_predic
         "init_args": {
             "root": str(tmp_path), "image_dir": None, "mask_dir": "labels", "mask_suffix": "",
             "mask_extension": None, "mask_format": "scale255", "ignore_index": 255, "check_masks": True,
+                "group_pattern": None,
         },
     }  # fmt: skip
     # the checkpoint keeps the classes as resolved (the values the CLI links into the model)
