@@ -266,7 +266,8 @@ def test_predict_images_from_a_checkpoint_uses_the_saved_preprocessing(tmp_path)
     from vision_lightning.utils.images import read_image
 
     tensor = eval_transform(loaded.preprocessing)(image=read_image(paths[0]))["image"][None]
-    expected = loaded.probabilities(loaded(tensor))[0]
+    with torch.no_grad():
+        expected = loaded.probabilities(loaded(tensor))[0]
     assert results[0]["probs"][data.class_names[0]] == pytest.approx(float(expected[0]), abs=1e-5)
 
 

@@ -32,10 +32,11 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
 
-from vision_lightning.data.datasets import CachedSource, SampleSource, collate
+from vision_lightning.data.datasets import CachedSource, FileSource, SampleSource, collate
 from vision_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.hparams import PlainHyperparameters, from_plain
+from vision_lightning.utils.images import readable_images
 
 log = logging.getLogger(__name__)
 Split = tuple[SampleSource, list[int]]
@@ -170,6 +171,12 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
             and self.trainer.strategy.root_device.type == "cuda",
             persistent_workers=self.loader.persistent_workers and self.loader.num_workers > 0,
         )
+
+    def _predict_root_split(self, channels: int = 3) -> Split:
+        """The readable images under `predict_root` (searched recursively) as the predict split;
+        unreadable ones are skipped or stop the run as `bad_images` says."""
+        paths, keep = readable_images(self.predict_root, self.bad_images, f"predict_root {self.predict_root}")
+        return FileSource(paths, None, channels), keep
 
     # ----------------------------------------------------------------- loaders
     def _dataset(self, split: str, train: bool = False) -> Dataset:

@@ -32,7 +32,7 @@ from vision_lightning.data.splits import stratified_split
 from vision_lightning.data.transforms import build_transform
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.hparams import from_plain
-from vision_lightning.utils.images import drop_bad_images, readable_images
+from vision_lightning.utils.images import drop_bad_images
 
 LABEL_MODES = ("multiclass", "binary", "multilabel", "soft")
 
@@ -145,10 +145,7 @@ class ImageClassificationDataModule(VisionDataModule):
             if self.cache_images:
                 self._sources = self._cached(self._sources)
         if stage == "predict" and self.predict_root is not None:
-            paths, keep = readable_images(
-                self.predict_root, self.bad_images, f"predict_root {self.predict_root}"
-            )
-            self._sources["predict"] = (FileSource(paths, None, self.channels), keep)
+            self._sources["predict"] = self._predict_root_split(self.channels)
 
     def _without_bad_images(self, sources: dict[str, Split]) -> dict[str, Split]:
         """Check every image file of every split at once, so one report names all bad files."""

@@ -20,7 +20,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from vision_lightning.data.base import Split, VisionDataModule
 from vision_lightning.data.datasets import SampleSource, WholeImages
-from vision_lightning.data.image_sets import folder_split
 from vision_lightning.data.superres_sources import SuperResSource, SyntheticTextureImages
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.images import to_float_tensor
@@ -223,9 +222,7 @@ class SuperResDataModule(VisionDataModule):
             self._sources = {**sources, **self._sources}  # keeps a predict set read before
             self._built = True
         if stage == "predict" and self.predict_root is not None and "predict" not in self._sources:
-            self._sources["predict"] = folder_split(
-                self.predict_root, f"predict_root {self.predict_root}", self.bad_images
-            )
+            self._sources["predict"] = self._predict_root_split()
 
     def _dataset(self, split: str, train: bool = False) -> Dataset:
         self.setup("predict" if split == "predict" else None)
