@@ -24,7 +24,7 @@ files after its split).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -171,6 +171,19 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
             and self.trainer.strategy.root_device.type == "cuda",
             persistent_workers=self.loader.persistent_workers and self.loader.num_workers > 0,
         )
+
+    def _setup_splits(self, stage: str | None, build: Callable[[], dict[str, Split]]) -> None:
+        """`build()` the splits once (decoded into memory with `cache_images`), except when only
+        predicting `predict_root`, which reads nothing of the source (its folders may be elsewhere);
+        then the predict folder's images as the predict split."""
+        predict_folder = stage == "predict" and self.predict_root is not None and self.predict_splits is None
+        if not getattr(self, "_built", False) and not predict_folder:
+            splits = build()
+            sources = self._cached(splits) if self.cache_images and splits else splits
+            self._sources = {**sources, **getattr(self, "_sources", {})}  # keeps a predict set read before
+            self._built = True
+        if stage == "predict" and self.predict_root is not None and "predict" not in self._sources:
+            self._sources["predict"] = self._predict_root_split()
 
     def _predict_root_split(self, channels: int = 3) -> Split:
         """The readable images under `predict_root` (searched recursively) as the predict split;

@@ -152,14 +152,10 @@ class StyleTransferDataModule(VisionDataModule):
         Predicting needs no style, and predicting `predict_root` reads nothing of the source."""
         if stage != "predict" and self.style_image is not None:
             self.style_tensor()
-        predict_folder = stage == "predict" and self.predict_root is not None and self.predict_splits is None
-        if not self._built and not predict_folder:
-            splits = self.source.build(self.image_size, self.val_split, self.split_seed, self.bad_images)
-            sources = self._cached(splits) if self.cache_images and splits else splits
-            self._sources = {**sources, **self._sources}  # keeps a predict set read before
-            self._built = True
-        if stage == "predict" and self.predict_root is not None and "predict" not in self._sources:
-            self._sources["predict"] = self._predict_root_split()
+        self._setup_splits(
+            stage,
+            lambda: self.source.build(self.image_size, self.val_split, self.split_seed, self.bad_images),
+        )
 
     def _dataset(self, split: str, train: bool = False) -> Dataset:
         self.setup("predict" if split == "predict" else None)

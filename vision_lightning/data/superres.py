@@ -212,17 +212,15 @@ class SuperResDataModule(VisionDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Find, check and (with `cache_images`) decode the images once; predict images on demand.
         Predicting `predict_root` reads nothing of the source (its folders may be elsewhere)."""
-        predict_folder = stage == "predict" and self.predict_root is not None and self.predict_splits is None
-        if not self._built and not predict_folder:
+
+        def build() -> dict[str, Split]:
             built = self.source.build(self.scale, self.val_split, self.split_seed, self.bad_images)
             self._train_sizes = built.train_sizes if "train" in built.splits else {}
             if "train" in built.splits:
                 self._check_crop_fits()
-            sources = self._cached(built.splits) if self.cache_images and built.splits else built.splits
-            self._sources = {**sources, **self._sources}  # keeps a predict set read before
-            self._built = True
-        if stage == "predict" and self.predict_root is not None and "predict" not in self._sources:
-            self._sources["predict"] = self._predict_root_split()
+            return built.splits
+
+        self._setup_splits(stage, build)
 
     def _dataset(self, split: str, train: bool = False) -> Dataset:
         self.setup("predict" if split == "predict" else None)
