@@ -262,8 +262,8 @@ def test_predict_images_from_a_checkpoint_uses_the_saved_preprocessing(tmp_path)
     assert all(r["prediction"] in data.class_names for r in results)
     assert all(abs(sum(r["probs"].values()) - 1) < 1e-5 for r in results)
     # the same numbers as predicting the prepared tensors directly
-    from vision_lightning.data.transforms import eval_transform
     from vision_lightning.utils.images import read_image
+    from vision_lightning.utils.transforms import eval_transform
 
     tensor = eval_transform(loaded.preprocessing)(image=read_image(paths[0]))["image"][None]
     with torch.no_grad():

@@ -33,9 +33,9 @@ from vision_lightning.data.classification_sources import (
 from vision_lightning.data.splits import stratified_folds, stratified_split, write_folds
 from vision_lightning.data.synthetic import ShapeImages, write_image_folder
 from vision_lightning.data.torchvision_datasets import CIFAR10_CLASSES, TorchvisionSpec
-from vision_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, channel_stats
 from vision_lightning.utils.errors import InputError, MissingInputError
 from vision_lightning.utils.images import image_problem
+from vision_lightning.utils.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, channel_stats
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 16

@@ -15,10 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from vision_lightning.data.style import StyleTransferDataModule, resize_shorter_side
+from vision_lightning.data.style import StyleTransferDataModule
 from vision_lightning.data.style_sources import ContentFolders, SyntheticTextureContent
 from vision_lightning.data.textures import render_texture
 from vision_lightning.utils.errors import InputError, MissingInputError
+from vision_lightning.utils.resize import resize_shorter_side
 
 
 # ----------------------------------------------------------------------------- helpers

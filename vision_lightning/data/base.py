@@ -33,10 +33,10 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
 
 from vision_lightning.data.datasets import CachedSource, FileSource, SampleSource, collate
-from vision_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.hparams import PlainHyperparameters, from_plain
 from vision_lightning.utils.images import readable_images
+from vision_lightning.utils.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 Split = tuple[SampleSource, list[int]]

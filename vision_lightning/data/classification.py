@@ -29,10 +29,10 @@ from vision_lightning.data.classification_sources import (
 )
 from vision_lightning.data.datasets import FileSource, TransformedDataset
 from vision_lightning.data.splits import stratified_split
-from vision_lightning.data.transforms import build_transform
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.hparams import from_plain
 from vision_lightning.utils.images import drop_bad_images
+from vision_lightning.utils.transforms import build_transform
 
 LABEL_MODES = ("multiclass", "binary", "multilabel", "soft")
 

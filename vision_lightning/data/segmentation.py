@@ -31,9 +31,9 @@ from vision_lightning.data.segmentation_sources import (
     as_source,
 )
 from vision_lightning.data.splits import group_split
-from vision_lightning.data.transforms import build_transform
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.images import drop_bad_images, list_images
+from vision_lightning.utils.transforms import build_transform
 
 SegmentationMode = Literal["binary", "multiclass", "multilabel"]
 

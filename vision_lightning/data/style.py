@@ -22,26 +22,8 @@ from vision_lightning.data.base import Split, VisionDataModule
 from vision_lightning.data.datasets import SampleSource, WholeImages
 from vision_lightning.data.style_sources import ContentSource, SyntheticTextureContent
 from vision_lightning.utils.errors import InputError, MissingInputError
-from vision_lightning.utils.images import read_image, to_float_tensor
+from vision_lightning.utils.images import read_style_image, to_float_tensor
 from vision_lightning.utils.resize import bicubic_resize
-
-
-def resize_shorter_side(image: Tensor, size: int) -> Tensor:
-    """(..., H, W) float image resized (antialiased bicubic) so that its shorter side is `size`."""
-    h, w = image.shape[-2:]
-    factor = size / min(h, w)
-    target = (max(round(h * factor), 1), max(round(w * factor), 1))
-    if target == (h, w):
-        return image
-    batched = image if image.dim() == 4 else image[None]
-    out = bicubic_resize(batched, target)
-    return out if image.dim() == 4 else out[0]
-
-
-def read_style_image(path: str | Path, style_size: int | None = None) -> Tensor:
-    """The style image at `path` as (1, 3, H, W) float in [0, 1], its shorter side resized to `style_size`."""
-    style = to_float_tensor(read_image(path))[None]
-    return resize_shorter_side(style, style_size) if style_size else style
 
 
 class ContentCrops(Dataset):

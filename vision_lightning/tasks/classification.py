@@ -28,13 +28,13 @@ from torchmetrics.classification import (
     MultilabelF1Score,
 )
 
-from vision_lightning.data.transforms import eval_transform
 from vision_lightning.models.factory import Cut, backbone_data_config, create_backbone
 from vision_lightning.models.heads import HeadName, HeadOptions, build_head, head_options
 from vision_lightning.outputs.files import CsvSink
 from vision_lightning.tasks.base import BaseTask
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.loggers import log_image
+from vision_lightning.utils.transforms import eval_transform
 from vision_lightning.utils.visualize import (
     GREEN,
     RED,

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from vision_lightning.data.transforms import eval_transform
 from vision_lightning.losses.segmentation import (
     SegmentationLoss,
     build_segmentation_loss,
@@ -37,6 +36,7 @@ from vision_lightning.outputs.masks import MaskSink, RleOutput, rle_output
 from vision_lightning.tasks.base import NetworkTask
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.loggers import log_image
+from vision_lightning.utils.transforms import eval_transform
 from vision_lightning.utils.visualize import captioned_grid, mask_overlay, to_uint8_images
 
 SegmentationMode = Literal["binary", "multiclass", "multilabel"]

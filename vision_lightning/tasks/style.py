@@ -22,14 +22,13 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from vision_lightning.data.style import read_style_image
 from vision_lightning.losses.feature import StyleLoss
 from vision_lightning.losses.image import build_feature_loss, warn_if_random_features
 from vision_lightning.models.style import create_style_model
 from vision_lightning.outputs.images import ImageSink
 from vision_lightning.tasks.base import NetworkTask
 from vision_lightning.utils.errors import InputError
-from vision_lightning.utils.images import to_float_tensor
+from vision_lightning.utils.images import read_style_image, to_float_tensor
 from vision_lightning.utils.loggers import log_image
 from vision_lightning.utils.visualize import captioned_grid, to_uint8_images
 from vision_lightning.utils.weights import load_weights

@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from PIL.Image import Transpose
 
 from vision_lightning.utils.errors import InputError, MissingInputError
+from vision_lightning.utils.resize import resize_shorter_side
 
 log = logging.getLogger(__name__)
 
@@ -279,3 +280,9 @@ def read_mask(
         raise InputError(f"mask_format must be one of {', '.join(MASK_FORMATS)}, got {mask_format!r}")
     array = array.astype(np.uint8) if array.dtype == bool else array
     return array.astype(np.int32) if array.max(initial=0) > 255 else array.astype(np.uint8)
+
+
+def read_style_image(path: str | Path, style_size: int | None = None) -> torch.Tensor:
+    """The style image at `path` as (1, 3, H, W) float in [0, 1], its shorter side resized to `style_size`."""
+    style = to_float_tensor(read_image(path))[None]
+    return resize_shorter_side(style, style_size) if style_size else style

@@ -24,3 +24,15 @@ def mod_crop(image: Tensor, scale: int) -> Tensor:
     """Crop the bottom and right edges of (..., H, W) so H and W are multiples of `scale` (BasicSR)."""
     h, w = image.shape[-2:]
     return image[..., : h - h % scale, : w - w % scale]
+
+
+def resize_shorter_side(image: Tensor, size: int) -> Tensor:
+    """(..., H, W) float image resized (antialiased bicubic) so that its shorter side is `size`."""
+    h, w = image.shape[-2:]
+    factor = size / min(h, w)
+    target = (max(round(h * factor), 1), max(round(w * factor), 1))
+    if target == (h, w):
+        return image
+    batched = image if image.dim() == 4 else image[None]
+    out = bicubic_resize(batched, target)
+    return out if image.dim() == 4 else out[0]
