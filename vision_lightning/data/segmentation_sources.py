@@ -24,7 +24,6 @@ Sources keep their constructor arguments in `init_args`, so checkpoints describe
 from __future__ import annotations
 
 import csv
-import importlib
 import numbers
 import re
 from abc import ABC, abstractmethod
@@ -45,6 +44,7 @@ from vision_lightning.data.splits import find_split_folder
 from vision_lightning.data.synthetic import SHAPE_NAMES
 from vision_lightning.data.synthetic import ShapeImages as ShapeGenerator
 from vision_lightning.utils.errors import InputError, MissingInputError
+from vision_lightning.utils.hparams import from_plain
 
 MaskFormat = Literal["index", "nonzero", "scale255"]
 MASK_FILE_FORMATS = ("index", "nonzero", "scale255")
@@ -124,14 +124,7 @@ def as_source(value: SegmentationSource | Mapping[str, Any]) -> SegmentationSour
     """`value`, or the source that a `{class_path, init_args}` mapping describes (a checkpoint's
     hyperparameters, as `plain` wrote them)."""
     if isinstance(value, Mapping) and isinstance(value.get("class_path"), str):
-        module, _, name = value["class_path"].rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module), name, None) if module else None
-        except ImportError:
-            cls = None
-        if not (isinstance(cls, type) and issubclass(cls, SegmentationSource)):
-            raise InputError(f"source class_path {value['class_path']!r} is not a segmentation source")
-        return cls(**(value.get("init_args") or {}))
+        return from_plain(value, SegmentationSource, "segmentation source")
     if not isinstance(value, SegmentationSource):
         raise InputError(
             f"source must be a segmentation source (MaskFolders, PaletteMasks, RleCsv, SyntheticShapes), got {value!r}"

@@ -6,9 +6,7 @@ of `{class_path: ..., init_args: ...}`, or that dict itself (as a checkpoint fro
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
-import sys
 from typing import Any
 
 from torch.optim import Optimizer
@@ -16,22 +14,18 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from vision_lightning.optim.schedules import run_length
 from vision_lightning.utils.errors import InputError
-from vision_lightning.utils.hparams import callable_target
-
-TRUSTED_PREFIXES = ("torch.", "vision_lightning.", "timm.")
+from vision_lightning.utils.hparams import callable_target, import_path, is_subclass, trusted_class_path
 
 
 def _import_class(path: str, kind: str, base: tuple[type, ...]) -> type:
-    """The class at `path`, if it is a `base` subclass from torch / timm / this library or an
-    already imported module (a checkpoint must not make us import arbitrary code)."""
-    module_name, _, name = path.rpartition(".")
-    if not module_name or not (path.startswith(TRUSTED_PREFIXES) or module_name in sys.modules):
+    """The class at `path`, if it is a `base` subclass that may be imported (`trusted_class_path`:
+    a checkpoint must not make us import arbitrary code)."""
+    if not trusted_class_path(path):
         raise InputError(f"{kind} {path!r}: give a class of torch.optim or of an imported module")
-    try:
-        cls = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError):
-        raise InputError(f"{kind} {path!r} is not a class that can be imported") from None
-    if not (isinstance(cls, type) and issubclass(cls, base)):
+    cls = import_path(path)
+    if cls is None:
+        raise InputError(f"{kind} {path!r} is not a class that can be imported")
+    if not is_subclass(cls, base):
         raise InputError(f"{kind} {path!r} is not a subclass of {' or '.join(b.__name__ for b in base)}")
     return cls
 

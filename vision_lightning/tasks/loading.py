@@ -18,6 +18,7 @@ from vision_lightning.tasks.base import BaseTask
 from vision_lightning.tasks.classification import ClassifierModule
 from vision_lightning.tasks.segmentation import SegmentationModule
 from vision_lightning.utils.errors import InputError, MissingInputError
+from vision_lightning.utils.hparams import import_path, is_subclass, trusted_class_path
 from vision_lightning.utils.weights import check_compatible, strip_prefixes
 
 
@@ -76,24 +77,14 @@ def load_task_checkpoint(path: str | Path) -> BaseTask:
 def load_task(path: str | Path, map_location: str = "cpu") -> BaseTask:
     """Whatever task wrote the checkpoint `path` (the class it records; a CLI checkpoint's
     `_class_path`), loaded with its weights and the preprocessing saved with it, in eval mode.
-    Only classes of modules already imported are accepted: a checkpoint never chooses code to import."""
-    import importlib
-    import sys
-
+    Only classes that `trusted_class_path` allows are imported: a checkpoint never chooses code to run."""
     path = Path(path)
     data = read_checkpoint(path)
-    hyper_parameters = data.get("hyper_parameters") or {} if isinstance(data, Mapping) else {}
-    name = (
-        data.get("task_class") or hyper_parameters.get("_class_path") if isinstance(data, Mapping) else None
-    )
-    module_name, _, class_name = str(name or "").rpartition(".")
-    if module_name and not module_name.startswith("vision_lightning.") and module_name not in sys.modules:
+    name = str(data.get("task_class") or (data.get("hyper_parameters") or {}).get("_class_path") or "")
+    if "." in name and not trusted_class_path(name):
         raise InputError(f"checkpoint {path} was written by {name}: import its module before loading it")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name) if module_name else None
-    except (ImportError, AttributeError):
-        cls = None
-    if not (isinstance(cls, type) and issubclass(cls, BaseTask)):
+    cls = import_path(name)
+    if not is_subclass(cls, BaseTask):
         raise InputError(
             f"checkpoint {path} does not say which vision_lightning task wrote it (found {name!r})"
         )

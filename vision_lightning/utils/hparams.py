@@ -13,6 +13,7 @@ import enum
 import functools
 import importlib
 import inspect
+import sys
 from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
@@ -76,7 +77,32 @@ def plain(value: Any) -> Any:
     return f"<{type(value).__name__}>"
 
 
-def from_plain(value: Any, base: type) -> Any:
+#: where a class named in a file (a checkpoint, a config) may be imported from; any other module
+#: must already be imported, so that reading a file never chooses code to run (as Lightning does)
+TRUSTED_PREFIXES = ("torch.", "timm.", "vision_lightning.")
+
+
+def trusted_class_path(path: str) -> bool:
+    """Whether `path` may be imported: a class of torch, timm or this library, or of a module
+    already imported."""
+    module = path.rpartition(".")[0]
+    return bool(module) and (path.startswith(TRUSTED_PREFIXES) or module in sys.modules)
+
+
+def import_path(path: str) -> Any:
+    """What `path` (`package.module.Name`) names, or None when nothing can be imported there."""
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name, None) if module else None
+    except ImportError:
+        return None
+
+
+def is_subclass(value: Any, base: type | tuple[type, ...]) -> bool:
+    return inspect.isclass(value) and issubclass(value, base)
+
+
+def from_plain(value: Any, base: type, kind: str | None = None) -> Any:
     """The object that `plain` described, back: `{"class_path": ..., "init_args": {...}}` becomes an
     instance of that class, which must be `base` or a subclass; a dict without `class_path` holds
     `base`'s own arguments. Anything else (an instance already) is returned as is. This is how
@@ -88,13 +114,9 @@ def from_plain(value: Any, base: type) -> Any:
             raise InputError(f"a {base.__name__} needs class_path (its kind), got {dict(value)}")
         return base(**value)
     path = str(value["class_path"])
-    module, _, name = path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name) if module else None
-    except (ImportError, AttributeError):
-        cls = None
-    if not (inspect.isclass(cls) and issubclass(cls, base)):
-        raise InputError(f"class_path {path!r} does not name a {base.__name__}")
+    cls = import_path(path)
+    if not is_subclass(cls, base):
+        raise InputError(f"class_path {path!r} does not name a {kind or base.__name__}")
     return cls(**(value.get("init_args") or {}))
 
 
