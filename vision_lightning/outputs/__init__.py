@@ -2,11 +2,12 @@
 callback feeds it every predict batch."""
 
 from vision_lightning.outputs.embeddings import EmbeddingSink, embedding_file_name
-from vision_lightning.outputs.files import CsvSink, PredictionSink, UniqueNames, save_png
+from vision_lightning.outputs.files import BatchNames, CsvSink, PredictionSink, UniqueNames, save_png
 from vision_lightning.outputs.images import ImageSink
 from vision_lightning.outputs.masks import MaskSink
 
 __all__ = [
+    "BatchNames",
     "CsvSink",
     "EmbeddingSink",
     "ImageSink",

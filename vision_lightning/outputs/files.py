@@ -42,6 +42,21 @@ class CsvSink:
         return self.path
 
 
+class BatchNames:
+    """Each predict batch's names: its `"path"` entries, or without them names by position
+    (`image_000012`), counted from the first batch of each run (batch 0 starts again at 0)."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def __call__(self, batch: Any, count: int, batch_idx: int) -> list[str]:
+        if "path" in batch:
+            return [str(p) for p in batch["path"]]
+        start = 0 if batch_idx == 0 else self._next
+        self._next = start + count
+        return [f"image_{start + i:06d}" for i in range(count)]
+
+
 class UniqueNames:
     """Output names from input paths: the file stem; a stem already used gets its folder's name too."""
 

@@ -63,8 +63,10 @@ from vision_lightning.optim import (
     parameter_groups,
 )
 from vision_lightning.optim.factories import factory_argument, resolve_factory
+from vision_lightning.outputs.files import BatchNames
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.hparams import PlainHyperparameters
+from vision_lightning.utils.images import list_images, read_image
 from vision_lightning.utils.loggers import describe_run, no_default_hp_metric
 from vision_lightning.utils.weights import check_compatible, strip_prefixes
 
@@ -117,6 +119,7 @@ class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterIn
             )
         self.freeze_backbone_setting = freeze_backbone
         self._lr: float | None = None
+        self._batch_names = BatchNames()
         #: how evaluation prepared images (from the data module; saved in checkpoints) for `predict_images`
         self.preprocessing: dict[str, Any] = {}
 
@@ -175,21 +178,9 @@ class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterIn
             + (f" of {len(batch)} items" if isinstance(batch, Sequence) else "")
         )
 
-    def batch_names(
-        self, batch: Mapping[str, Any], count: int, batch_idx: int, key: str = "path"
-    ) -> list[str]:
+    def batch_names(self, batch: Mapping[str, Any], count: int, batch_idx: int) -> list[str]:
         """The batch's `"path"` entries, or names by position (`image_000012`) without them."""
-        if key in batch:
-            return [str(p) for p in batch[key]]
-        size = self._predict_batch_size or count
-        self._predict_batch_size = size
-        start = batch_idx * size
-        return [f"image_{start + i:06d}" for i in range(count)]
-
-    _predict_batch_size: int | None = None
-
-    def on_predict_start(self) -> None:
-        self._predict_batch_size = None
+        return self._batch_names(batch, count, batch_idx)
 
     # ---------------------------------------------------------------- freezing
     @property
@@ -433,8 +424,6 @@ class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterIn
 
     def _predict_files(self, images: str | Path | Iterable[str | Path], batch_size: int) -> Iterable[Any]:
         """`predict_step` outputs for batches made from the image files (see `predict_batches`)."""
-        from vision_lightning.utils.images import list_images, read_image
-
         if isinstance(images, str | Path):
             images = list_images(images) if Path(images).is_dir() else [Path(images)]
         paths = [Path(p) for p in images]

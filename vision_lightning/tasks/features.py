@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from vision_lightning.models.factory import Cut, create_backbone
 from vision_lightning.models.layers import as_tensor_output, capture_outputs, find_layer
 from vision_lightning.outputs.embeddings import EmbeddingSink
+from vision_lightning.outputs.files import BatchNames
 from vision_lightning.tasks.base import BaseTask
 from vision_lightning.tasks.loading import load_task_checkpoint
 from vision_lightning.utils.errors import InputError
@@ -93,6 +94,7 @@ class FeatureExtractModule(PlainHyperparameters, pl.LightningModule):
     ) -> None:
         super().__init__()
         module = backbone if isinstance(backbone, nn.Module) else None
+        self._batch_names = BatchNames()
         self.save_hyperparameters()  # a ready module is not saved (pass it again to load_from_checkpoint)
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         if not self.layers or len(set(self.layers)) != len(self.layers):
@@ -165,13 +167,8 @@ class FeatureExtractModule(PlainHyperparameters, pl.LightningModule):
         `(image, label)` tuples work too, and without paths rows are named by index."""
         batch = BaseTask.unpack(batch, "label")
         features = self(batch["image"])
-        count = len(batch["image"])
-        if "path" not in batch:
-            self._rows_seen = 0 if batch_idx == 0 else getattr(self, "_rows_seen", 0)
-            batch["path"] = [f"image_{self._rows_seen + i:06d}" for i in range(count)]
-            self._rows_seen += count
         output: dict[str, Any] = {
-            "path": list(batch["path"]),
+            "path": self._batch_names(batch, len(batch["image"]), batch_idx),
             "features": {name: value.cpu() for name, value in features.items()},
         }
         if "label" in batch:
