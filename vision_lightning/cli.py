@@ -33,6 +33,7 @@ import vision_lightning  # noqa: F401  (registers the modules and data modules f
 from vision_lightning.callbacks.checkpoint import ModelCheckpoint
 from vision_lightning.callbacks.prediction_writer import PredictionWriter
 from vision_lightning.lr_find import VisionTrainer
+from vision_lightning.tasks.loading import load_task
 from vision_lightning.utils.errors import InputError
 
 DATA_TO_MODEL_LINKS = {
@@ -76,13 +77,11 @@ class SaveRunConfig(SaveConfigCallback):
         folder = _run_folder(trainer)
         if folder is not None and trainer.is_global_zero:
             folder.mkdir(parents=True, exist_ok=True)
-            path = folder / self.config_filename
-            count = 0
+            name = Path(self.config_filename)
+            path, count = folder / name, 0
             while path.exists():
                 count += 1
-                path = (
-                    folder / f"{Path(self.config_filename).stem}_{count}{Path(self.config_filename).suffix}"
-                )
+                path = folder / f"{name.stem}_{count}{name.suffix}"
             self.parser.save(self.config, path, skip_none=False, overwrite=False, multifile=self.multifile)
         self.already_saved = trainer.strategy.broadcast(True)
 
@@ -143,7 +142,7 @@ class VisionCLI(LightningCLI):
         self._hand_optimizer_to_model(config)
         self._default_logger(config)
         if self.subcommand:
-            self._no_weights_before_checkpoint(config)
+            self._no_weights_before_checkpoint(config, predicting=self.subcommand == "predict")
 
     @staticmethod
     def _hand_optimizer_to_model(config: Any) -> None:
@@ -173,7 +172,7 @@ class VisionCLI(LightningCLI):
         )
 
     @staticmethod
-    def _no_weights_before_checkpoint(config: Any) -> None:
+    def _no_weights_before_checkpoint(config: Any, predicting: bool) -> None:
         """With `--ckpt_path` the checkpoint holds every weight: do not download ImageNet weights or
         read a `weights:` file first (offline, predicting a `pretrained: true` recipe would fail)."""
         if not config.get("ckpt_path"):
@@ -182,9 +181,7 @@ class VisionCLI(LightningCLI):
         if init_args is None:
             return
         overrides = [("pretrained", False), ("weights", None)]
-        if (
-            config.get("return_predictions", "absent") != "absent"
-        ):  # predict: a loss network is not used to predict (SR, style transfer)
+        if predicting:  # a loss network is not used to predict (SR, style transfer)
             overrides += [("feature_pretrained", False), ("feature_weights", None)]
         for key, value in overrides:
             if key in init_args:
@@ -214,8 +211,6 @@ def predict_images_command(argv: list[str]) -> None:
     parser.add_argument("--output_dir", default="predictions", help="where the prediction files go")
     parser.add_argument("--batch_size", type=int, default=8)
     options = parser.parse_args(argv)
-    from vision_lightning.tasks.loading import load_task
-
     task = load_task(options.ckpt_path)
     path = task.predict_to_folder(options.images, options.output_dir, options.batch_size)
     print(f"Predictions written to {path}")

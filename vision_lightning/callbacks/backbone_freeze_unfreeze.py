@@ -181,11 +181,10 @@ class BackboneFreezeUnfreeze(Callback):
         head_parameters = [p for p in head_parameters if id(p) in groups]
         layers = backbone_layer_groups(backbone, len(self.lr_factors))
         if head_parameters:
-            reference, factors = rate(head_parameters[0]), self.lr_factors
+            reference = rate(head_parameters[0])
         else:  # no head: the layer groups' rates relative to the first one's
             reference = rate(layers[0][0]) / self.lr_factors[0] if layers[0] else 0.0
-            factors = self.lr_factors
-        for index, (params, factor) in enumerate(zip(layers, factors)):
+        for index, (params, factor) in enumerate(zip(layers, self.lr_factors)):
             expected = reference * factor
             found = sorted({rate(p) for p in params})
             if any(not math.isclose(r, expected, rel_tol=1e-6, abs_tol=1e-12) for r in found):

@@ -55,7 +55,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from vision_lightning.models.freezing import freeze_module, keep_batchnorm_fixed
+from vision_lightning.models.freezing import freeze_module, is_frozen, keep_batchnorm_fixed, unfreeze_module
 from vision_lightning.optim import (
     backbone_layer_groups,
     build_lr_scheduler,
@@ -185,7 +185,7 @@ class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterIn
     # ---------------------------------------------------------------- freezing
     @property
     def backbone_frozen(self) -> bool:
-        return not any(p.requires_grad for p in self.backbone.parameters())
+        return is_frozen(self.backbone)
 
     def freeze_backbone(self, children: int | None = None) -> None:
         """Stop training the backbone, or its first `children` child modules: no gradients (their
@@ -200,18 +200,15 @@ class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterIn
         """Train the whole backbone again. `freeze_bn_stats` keeps its BatchNorm layers in eval mode,
         also through `train()`: running statistics stay those of the pretrained network while the
         affine weights train (seed 004, for small batches or a shifted data distribution)."""
-        self.backbone.requires_grad_(True)
-        self.backbone.train(self.training)
+        unfreeze_module(self.backbone, training=self.training, freeze_bn_stats=freeze_bn_stats)
         self._bn_stats_fixed = freeze_bn_stats
-        if freeze_bn_stats:
-            keep_batchnorm_fixed(self.backbone)
 
     def _frozen_parts(self) -> list[nn.Module]:
         if self.backbone_frozen:
             return [self.backbone]
         return [
             child for child in self.backbone.children()
-            if any(True for _ in child.parameters()) and not any(p.requires_grad for p in child.parameters())
+            if any(True for _ in child.parameters()) and is_frozen(child)
         ]  # fmt: skip
 
     def train(self, mode: bool = True):

@@ -44,8 +44,8 @@ def describe_run(
         writer = logger.experiment
         layout = {"curves": {title: ["Multiline", tags] for title, tags in charts.items()}}
         writer._get_file_writer().add_summary(custom_scalars(layout))
-        if monitor:
-            values = {k: v for k, v in hparams.items() if not str(k).startswith("_")}
+        if monitor:  # `hparams_initial`s hold no internal keys
+            values = dict(hparams)
             datamodule = getattr(trainer, "datamodule", None)
             if datamodule is not None and getattr(datamodule, "hparams_initial", None):
                 values.update(datamodule.hparams_initial)
