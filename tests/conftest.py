@@ -39,6 +39,29 @@ def run_cli(*args: str) -> None:
     main([str(a) for a in args])
 
 
+def fit_then_predict(config, run, *args) -> list:
+    """`fit` one epoch of `config` (with `args`) into `run`, then `predict` from its `last.ckpt` into
+    `run/predictions`, as the Makefile's quickstart does; the images written."""
+    common = [
+        "--config",
+        config,
+        "--trainer.default_root_dir",
+        run,
+        "--trainer.enable_progress_bar",
+        "false",
+        *args,
+    ]
+    run_cli("fit", *common, "--trainer.max_epochs", "1", "--checkpoint.dirpath", run / "checkpoints")
+    run_cli("predict", *common, "--ckpt_path", run / "checkpoints/last.ckpt", "--trainer.logger", "false",
+            "--prediction_writer.output_dir", run / "predictions")  # fmt: skip
+    return sorted((run / "predictions/images").glob("*.png"))
+
+
+def split_dataset(dm: pl.LightningDataModule, split: str):
+    """The data set behind `split`'s loader (train, val, test or predict), items in order."""
+    return getattr(dm, f"{split}_dataloader")().dataset
+
+
 class FakeTorchvisionDataset:
     """What a torchvision classification data set looks like: (PIL image, int) items and `targets`."""
 

@@ -21,6 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.conftest import split_dataset
 from vision_lightning.data import torchvision_datasets
 from vision_lightning.data.classification import ImageClassificationDataModule
 from vision_lightning.data.classification_sources import (
@@ -51,13 +52,7 @@ def module(source: ClassificationSource | None = None, **kwargs) -> ImageClassif
 
 def split_items(dm: ImageClassificationDataModule, split: str) -> list[tuple[str, object]]:
     """(path, target) of every sample of `split`, from the loader's data set (no drop_last, no shuffle)."""
-    loader = {
-        "train": dm.train_dataloader,
-        "val": dm.val_dataloader,
-        "test": dm.test_dataloader,
-        "predict": dm.predict_dataloader,
-    }[split]()
-    dataset = loader.dataset
+    dataset = split_dataset(dm, split)
     items = [dataset[i] for i in range(len(dataset))]
     return [(item["path"], item["label"].numpy() if "label" in item else None) for item in items]
 

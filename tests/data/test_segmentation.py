@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.conftest import split_dataset
 from vision_lightning.data.datasets import collate
 from vision_lightning.data.segmentation import SegmentationDataModule
 from vision_lightning.data.segmentation_sources import (
@@ -49,13 +50,7 @@ def module(source: SegmentationSource | None = None, **kwargs) -> SegmentationDa
 
 def items(dm: SegmentationDataModule, split: str) -> list[dict]:
     """Every item of `split`'s data set, in order (no shuffling, no batching)."""
-    loader = {
-        "train": dm.train_dataloader,
-        "val": dm.val_dataloader,
-        "test": dm.test_dataloader,
-        "predict": dm.predict_dataloader,
-    }[split]()
-    dataset = loader.dataset
+    dataset = split_dataset(dm, split)
     return [dataset[i] for i in range(len(dataset))]
 
 

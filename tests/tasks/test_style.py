@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import cpu_trainer, optimizer, run_cli
+from tests.conftest import cpu_trainer, fit_then_predict, optimizer, run_cli
 from vision_lightning.callbacks.prediction_writer import PredictionWriter
 from vision_lightning.data.style import StyleTransferDataModule
 from vision_lightning.data.style_sources import SyntheticTextureContent
@@ -128,13 +128,15 @@ def test_cli_reports_a_missing_style_image(tmp_path, capsys):
 
 
 def test_cli_fit_then_predict(tmp_path):
-    run = tmp_path / "run"
-    common = ["--config", QUICKSTART, "--trainer.default_root_dir", run, "--trainer.enable_progress_bar", "false",
-              "--data.init_args.source.init_args.samples", "8", "--data.init_args.image_size", "32"]  # fmt: skip
-    run_cli("fit", *common, "--trainer.max_epochs", "1", "--checkpoint.dirpath", run / "checkpoints")
-    run_cli("predict", *common, "--ckpt_path", run / "checkpoints/last.ckpt", "--trainer.logger", "false",
-            "--prediction_writer.output_dir", run / "predictions")  # fmt: skip
-    assert sorted((run / "predictions/images").glob("*.png"))
+    written = fit_then_predict(
+        QUICKSTART,
+        tmp_path / "run",
+        "--data.init_args.source.init_args.samples",
+        "8",
+        "--data.init_args.image_size",
+        "32",
+    )
+    assert written
 
 
 def test_a_ready_network_can_be_passed_as_arch():

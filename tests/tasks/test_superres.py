@@ -11,7 +11,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from tests.conftest import cpu_trainer, optimizer, run_cli
+from tests.conftest import cpu_trainer, fit_then_predict, optimizer
 from vision_lightning.callbacks.prediction_writer import PredictionWriter
 from vision_lightning.data.superres import SuperResDataModule
 from vision_lightning.data.superres_sources import SyntheticTextureImages
@@ -207,13 +207,10 @@ def test_predict_writes_upscaled_pngs(tmp_path):
 
 
 def test_cli_fit_then_predict_from_the_checkpoint(tmp_path):
-    run = tmp_path / "run"
-    common = ["--config", QUICKSTART, "--trainer.default_root_dir", run, "--trainer.enable_progress_bar", "false",
-              "--data.init_args.source.init_args.samples", "8", "--data.init_args.patches_per_image", "1"]  # fmt: skip
-    run_cli("fit", *common, "--trainer.max_epochs", "1", "--checkpoint.dirpath", run / "checkpoints")
-    run_cli("predict", *common, "--ckpt_path", run / "checkpoints/last.ckpt", "--trainer.logger", "false",
-            "--prediction_writer.output_dir", run / "predictions")  # fmt: skip
-    written = sorted((run / "predictions/images").glob("*.png"))
+    written = fit_then_predict(
+        QUICKSTART, tmp_path / "run", "--data.init_args.source.init_args.samples", "8",
+        "--data.init_args.patches_per_image", "1",
+    )  # fmt: skip
     assert written
     image = np.asarray(Image.open(written[0]))
     assert image.ndim == 3 and image.shape[2] == 3
