@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import logging
 
@@ -55,6 +56,15 @@ def fit_then_predict(config, run, *args) -> list:
     run_cli("predict", *common, "--ckpt_path", run / "checkpoints/last.ckpt", "--trainer.logger", "false",
             "--prediction_writer.output_dir", run / "predictions")  # fmt: skip
     return sorted((run / "predictions/images").glob("*.png"))
+
+
+def write_csv(path, rows: list[dict], fieldnames: list[str] | None = None):
+    """`rows` as a CSV file at `path` (columns: `fieldnames`, else the first row's keys)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames or list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def split_dataset(dm: pl.LightningDataModule, split: str):

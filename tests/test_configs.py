@@ -9,7 +9,6 @@ automatically.
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import fake_torchvision, run_cli
+from tests.conftest import fake_torchvision, run_cli, write_csv
 from tests.embedding_cache import write_embedding_cache
 from vision_lightning.data.synthetic import ShapeImages, write_image_folder
 from vision_lightning.data.textures import SyntheticTextures
@@ -38,17 +37,9 @@ def _folder_data(source: dict, tmp_path: Path) -> list[str]:
     return [SOURCE + "root", root]
 
 
-def _write_csv(csv_path: Path, rows: list[dict]) -> Path:
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return csv_path
-
-
 def _csv_args(root: Path, csv_path: Path, rows: list[dict]) -> list:
     """Write `rows` to `csv_path`; the CLI arguments that point a config at it."""
-    return ["--data.init_args.csv_path", _write_csv(csv_path, rows), "--data.init_args.root", root]
+    return ["--data.init_args.csv_path", write_csv(csv_path, rows), "--data.init_args.root", root]
 
 
 def _csv_data(source: dict, mode: str, tmp_path: Path) -> list[str]:
@@ -72,7 +63,7 @@ def _csv_data(source: dict, mode: str, tmp_path: Path) -> list[str]:
         if fold_column:
             row[fold_column] = i % 5
         rows.append(row)
-    return [SOURCE + "csv_path", _write_csv(root / "train.csv", rows), SOURCE + "root", root]
+    return [SOURCE + "csv_path", write_csv(root / "train.csv", rows), SOURCE + "root", root]
 
 
 def _classification_data(data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:

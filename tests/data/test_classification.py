@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import split_dataset
+from tests.conftest import split_dataset, write_csv
 from vision_lightning.data import torchvision_datasets
 from vision_lightning.data.classification import ImageClassificationDataModule
 from vision_lightning.data.classification_sources import (
@@ -59,14 +59,6 @@ def split_items(dm: ImageClassificationDataModule, split: str) -> list[tuple[str
 
 def split_paths(dm: ImageClassificationDataModule, split: str) -> list[str]:
     return [path for path, _ in split_items(dm, split)]
-
-
-def write_csv(path: Path, rows: list[dict], fieldnames: list[str] | None = None) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fieldnames or list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -7,7 +7,6 @@ Everything is generated under `tmp_path` with tiny images so the whole file runs
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import split_dataset
+from tests.conftest import split_dataset, write_csv
 from vision_lightning.data.datasets import collate
 from vision_lightning.data.segmentation import SegmentationDataModule
 from vision_lightning.data.segmentation_sources import (
@@ -106,14 +105,6 @@ def write_pairs(
         save(mask_dir / f"{name}{mask_suffix}{mask_ext}", (mask * scale).astype(np.uint8))
         written[str(image_path)] = mask
     return written
-
-
-def write_csv(path: Path, rows: list[dict], fieldnames: list[str] | None = None) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fieldnames or list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def assert_batch(batch: dict, channels: int, height: int, width: int, mask_planes: int | None = None) -> None:
