@@ -25,6 +25,7 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 from vision_lightning.losses.pixel import PixelLossName, build_pixel_loss
 from vision_lightning.models.factory import resolve_backbone_name
 from vision_lightning.utils.errors import DownloadError, InputError
+from vision_lightning.utils.precision import in_float32
 from vision_lightning.utils.weights import check_compatible, load_weights, read_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -314,6 +315,7 @@ class FeatureLoss(nn.Module):
         self.pixel_weight, self.tv_weight = float(pixel_weight), float(tv_weight)
         self.feature_network = FeatureNetwork(network, tuple(self.layer_weights), pretrained, weights)
 
+    @in_float32
     def forward(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         _check_pair(prediction, target, "FeatureLoss prediction and target")
         parts: dict[str, Tensor] = {}
@@ -386,6 +388,7 @@ class StyleLoss(nn.Module):
         for index, layer in enumerate(self.style_layers):
             self.register_buffer(f"style_gram_{index}", gram_matrix(features[layer]), persistent=False)
 
+    @in_float32
     def forward(self, stylised: Tensor, content: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         if not self.has_style:
             raise RuntimeError("StyleLoss has no style targets yet: call set_style(style_image) first")

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from vision_lightning.losses.feature import FeatureLoss, StyleLoss
 from vision_lightning.losses.pixel import build_pixel_loss
 from vision_lightning.utils.errors import DownloadError, InputError
+from vision_lightning.utils.precision import in_float32
 
 SUPERRES_LOSSES = ("l1", "mse", "charbonnier", "feature")
 
@@ -28,6 +29,7 @@ class PixelLoss(nn.Module):
         self.name = name
         self.loss = build_pixel_loss(name, **kwargs)
 
+    @in_float32
     def forward(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         loss = self.loss(prediction, target)
         return loss, {self.name: loss}

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.precision import in_float32
 
 PixelLossName = Literal["l1", "mse", "charbonnier"]
 PIXEL_LOSSES = ("l1", "mse", "charbonnier")
@@ -27,6 +28,7 @@ class CharbonnierLoss(nn.Module):
             raise InputError(f"Charbonnier eps must be positive, got {eps}")
         self.eps = eps
 
+    @in_float32
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         return torch.sqrt((prediction - target).square() + self.eps**2).mean()
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.precision import in_float32
 
 SegmentationMode = Literal["binary", "multiclass", "multilabel"]
 LOSS_NAMES = ("bce", "ce", "dice", "jaccard", "focal", "tversky", "lovasz")
@@ -37,6 +38,7 @@ class BinaryCrossEntropy(nn.Module):
         self.register_buffer("pos_weight", pos_weight)
         self.ignore_index = ignore_index
 
+    @in_float32
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         target = target.view_as(logits) if target.ndim == logits.ndim - 1 else target
         target = target.to(logits.dtype)
@@ -61,6 +63,7 @@ class CombinedLoss(nn.Module):
         self.terms = nn.ModuleDict(dict(terms))
         self.weights = dict(weights)
 
+    @in_float32
     def forward(self, logits: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         parts = {name: term(logits, target) for name, term in self.terms.items()}
         total = sum(self.weights[name] * value for name, value in parts.items())

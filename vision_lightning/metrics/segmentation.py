@@ -21,6 +21,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from vision_lightning.utils.precision import in_float32
+
 
 class SegmentationScores(Metric):
     full_state_update = False
@@ -40,6 +42,7 @@ class SegmentationScores(Metric):
         self.add_state("correct", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("total", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
+    @in_float32
     def update(self, predicted: Tensor, target: Tensor) -> None:
         """`predicted` and `target`: (N, H, W) class ids (binary: 0/1), or (N, C, H, W) 0/1 planes for
         multilabel."""

@@ -19,6 +19,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from vision_lightning.utils.precision import in_float32
+
 SCORES = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y")
 
 
@@ -81,6 +83,7 @@ class SuperResScores(Metric):
     def _name(self, score: str) -> str:
         return f"{score}_crop{self.scale}"
 
+    @in_float32
     def update(self, prediction: Tensor, target: Tensor, bicubic: Tensor | None = None) -> None:
         for name, values in image_scores(prediction, target, self.scale).items():
             setattr(self, name, getattr(self, name) + values.double().sum())
