@@ -64,11 +64,12 @@ from vision_lightning.optim import (
 )
 from vision_lightning.optim.factories import factory_argument, resolve_factory
 from vision_lightning.outputs.files import BatchNames
+from vision_lightning.tasks.acceleration import Accelerated, CompileOptions
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.hparams import PlainHyperparameters
 from vision_lightning.utils.images import list_images, read_image
 from vision_lightning.utils.loggers import describe_run, no_default_hp_metric
-from vision_lightning.utils.weights import check_compatible, strip_prefixes
+from vision_lightning.utils.weights import check_compatible, match_keys
 
 
 class _BuildAfterInit(type):
@@ -87,7 +88,7 @@ class _BuildAfterInit(type):
         return signature.replace(parameters=list(signature.parameters.values())[1:])
 
 
-class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterInit):
+class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterInit):
     backbone: nn.Module
     head: nn.Module
     #: the metric that checkpointing, plateau schedules and TensorBoard's HParams follow
@@ -107,8 +108,13 @@ class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterIn
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         freeze_backbone: bool | int = False,
+        compile: bool | CompileOptions = False,
+        channels_last: bool = False,
     ) -> None:
+        """The arguments every task shares (concrete tasks pass `compile` and `channels_last` on
+        through `**kwargs`; see `vision_lightning.tasks.acceleration`)."""
         super().__init__()
+        self.set_acceleration(compile, channels_last)
         self.optimizer_factory = resolve_factory(optimizer, "optimizer")
         self.lr_scheduler_factory = resolve_factory(lr_scheduler, "lr_scheduler")
         if not (
@@ -137,6 +143,7 @@ class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterIn
     def _configure(self) -> None:
         self._configured = True
         self.configure_models()
+        self.accelerate()
         self.configure_losses()
         self.configure_metrics()
         freeze = self.freeze_backbone_setting
@@ -150,6 +157,10 @@ class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterIn
 
     def configure_losses(self) -> None:
         pass
+
+    def networks(self) -> list[nn.Module]:
+        """What `compile` and `channels_last` apply to: the backbone and the head."""
+        return [self.backbone, self.head]
 
     def configure_metrics(self) -> None:
         pass
@@ -180,7 +191,7 @@ class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterIn
 
     def batch_names(self, batch: Mapping[str, Any], count: int, batch_idx: int) -> list[str]:
         """The batch's `"path"` entries, or names by position (`image_000012`) without them."""
-        return self._batch_names(batch, count, batch_idx)
+        return self._batch_names(batch, count, batch_idx, self._trainer)
 
     # ---------------------------------------------------------------- freezing
     @property
@@ -225,11 +236,41 @@ class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterIn
         self, stage: str, loss: Tensor, batch_size: int, parts: Mapping[str, Tensor] | None = None
     ) -> None:
         """`<stage>/loss` (training: per step and per epoch), and each term of a combined loss."""
-        train = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=True, batch_size=batch_size,
-                 sync_dist=not train)  # fmt: skip
+        # Epoch values are reduced over processes, so checkpoint selection, plateau schedules and
+        # early stopping follow the whole data set under DDP. Training sums are kept here and reduced
+        # in `on_train_epoch_end`, which every process runs: a `sync_dist` epoch value logged from
+        # `training_step` is reduced whenever something first reads it, and the progress bar, which
+        # only rank 0 draws, reads it at the epoch's end, leaving rank 0 waiting forever for the others
+        # (Lightning #19604, #21264). The per-step training value is each process's own.
+        if stage == "train":
+            self.log(
+                "train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch_size
+            )
+            self._add_to_epoch("train/loss_epoch", loss, batch_size)
+            for name, value in (parts or {}).items():
+                self._add_to_epoch(f"train/loss_{name}", value, batch_size)
+            return
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
         for name, value in (parts or {}).items():
-            self.log(f"{stage}/loss_{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
+            self.log(f"{stage}/loss_{name}", value, on_epoch=True, batch_size=batch_size, sync_dist=True)
+
+    def _add_to_epoch(self, name: str, value: Tensor, batch_size: int) -> None:
+        """Add a training value to its epoch's (sum over images, images) pair."""
+        sums = self.__dict__.setdefault("_epoch_sums", {})
+        pair = torch.stack(
+            [value.detach().float() * batch_size, value.new_tensor(batch_size, dtype=torch.float32)]
+        )
+        sums[name] = pair if name not in sums else sums[name] + pair
+
+    def _log_epoch_sums(self) -> None:
+        """Each training value's mean over the epoch's images of every process."""
+        sums, self.__dict__["_epoch_sums"] = self.__dict__.get("_epoch_sums", {}), {}
+        for name in sorted(sums):  # one order on every process: each reduction meets its partners
+            total = sums[name]
+            if self._trainer is not None and self.trainer.world_size > 1:
+                total = self.trainer.strategy.reduce(total, reduce_op="sum")
+            # already global: the reduction Lightning adds changes nothing and keeps it quiet
+            self.log(name, total[0] / total[1].clamp_min(1), sync_dist=True)
 
     def _log_epoch_metrics(self, stage: str) -> None:
         """Log `<stage>_metrics` (a torchmetrics Metric or MetricCollection whose compute() gives a
@@ -243,13 +284,20 @@ class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterIn
         if any(part.update_count for part in parts):
             prefix = f"{stage}/"
             values = {k if k.startswith(prefix) else prefix + k: v for k, v in metrics.compute().items()}
-            self.log_dict({k: v for k, v in values.items() if k.count("/") == 1}, prog_bar=stage != "train")
+            # compute() has already gathered every process's counts: the reduction changes no value,
+            # it tells Lightning that the figure is global.
+            self.log_dict(
+                {k: v for k, v in values.items() if k.count("/") == 1},
+                prog_bar=stage != "train",
+                sync_dist=True,
+            )
             per_class = {k: v for k, v in values.items() if k.count("/") > 1}
             if per_class:
-                self.log_dict(per_class)
+                self.log_dict(per_class, sync_dist=True)
         metrics.reset()
 
     def on_train_epoch_end(self) -> None:
+        self._log_epoch_sums()
         self._log_epoch_metrics("train")
 
     def on_test_epoch_end(self) -> None:
@@ -335,7 +383,7 @@ class BaseTask(PlainHyperparameters, pl.LightningModule, metaclass=_BuildAfterIn
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another architecture with one sentence instead of torch's wall of keys."""
         self.preprocessing = dict(checkpoint.get("preprocessing") or self.preprocessing)
-        state_dict = strip_prefixes(checkpoint.get("state_dict", {}))
+        state_dict = match_keys(self, checkpoint.get("state_dict", {}))
         checkpoint["state_dict"] = state_dict
         differences = _architecture_differences(checkpoint.get("hyper_parameters", {}), self.hparams)
         path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
@@ -476,6 +524,9 @@ class NetworkTask(BaseTask):
     @property
     def backbone(self) -> nn.Module:
         return getattr(self.model, self.backbone_child)
+
+    def networks(self) -> list[nn.Module]:
+        return [self.model]
 
     @property
     def head(self) -> nn.ModuleList:

@@ -34,6 +34,7 @@ from vision_lightning.outputs.files import CsvSink
 from vision_lightning.tasks.base import BaseTask
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.loggers import log_image
+from vision_lightning.utils.precision import in_float32
 from vision_lightning.utils.transforms import eval_transform
 from vision_lightning.utils.visualize import (
     GREEN,
@@ -89,6 +90,8 @@ class ClassifierModule(BaseTask):
             {lr: 0.1, momentum: 0.9}}`; `vision_lightning.optim.OneCycleLR` / `WarmupCosineLR`
             span the run); the task builds the parameter groups they get.
         freeze_backbone: train the head only (seed 001's frozen VGG16 / MobileNetV2).
+        compile / channels_last: run the network through `torch.compile` / in channels-last memory
+            order (passed on to `BaseTask`; see `vision_lightning.tasks.acceleration`).
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class ClassifierModule(BaseTask):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         freeze_backbone: bool = False,
+        **kwargs: Any,
     ) -> None:
         if label_mode not in ("multiclass", "binary", "multilabel", "soft"):
             raise InputError(f"label_mode must be multiclass, binary, multilabel or soft, got {label_mode!r}")
@@ -125,7 +129,7 @@ class ClassifierModule(BaseTask):
             )
         if num_features is not None and num_features < 1:
             raise InputError(f"num_features must be positive, got {num_features}")
-        super().__init__(optimizer, lr_scheduler, freeze_backbone)
+        super().__init__(optimizer, lr_scheduler, freeze_backbone, **kwargs)
         self.hold_module("backbone", backbone)
         self.head_options = head_options(head)
         self.save_hyperparameters()
@@ -210,6 +214,7 @@ class ClassifierModule(BaseTask):
             return torch.stack([1 - positive, positive], dim=1)
         return torch.sigmoid(logits) if mode == "multilabel" else logits.softmax(dim=1)
 
+    @in_float32
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
         mode = self.hparams.label_mode
         if mode == "binary":
@@ -218,6 +223,7 @@ class ClassifierModule(BaseTask):
             return self.loss_fn(logits, target.long())
         return self.loss_fn(logits, target.float())
 
+    @in_float32
     def _metric_inputs(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         mode = self.hparams.label_mode
         if mode == "binary":
@@ -346,6 +352,6 @@ class ClassifierModule(BaseTask):
 
         def rows(outputs: dict[str, Any]):
             for path, probs in zip(outputs["path"], outputs["probs"]):
-                yield [path, self._predicted_name(probs), *(f"{p:.6f}" for p in probs.tolist())]
+                yield [[path, self._predicted_name(probs), *(f"{p:.6f}" for p in probs.tolist())]]
 
         return CsvSink(output_dir / f"predictions{suffix}.csv", ["path", "prediction", *columns], rows)

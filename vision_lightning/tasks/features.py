@@ -27,6 +27,7 @@ from vision_lightning.models.factory import Cut, create_backbone
 from vision_lightning.models.layers import as_tensor_output, capture_outputs, find_layer
 from vision_lightning.outputs.embeddings import EmbeddingSink
 from vision_lightning.outputs.files import BatchNames
+from vision_lightning.tasks.acceleration import Accelerated, CompileOptions
 from vision_lightning.tasks.base import BaseTask
 from vision_lightning.tasks.loading import load_task_checkpoint
 from vision_lightning.utils.errors import InputError
@@ -60,7 +61,7 @@ def pool_features(x: Tensor, pool: Pool = "avg", pool_size: int = 1) -> Tensor:
     return avg if top is None else 0.5 * (avg + top)
 
 
-class FeatureExtractModule(PlainHyperparameters, pl.LightningModule):
+class FeatureExtractModule(Accelerated, PlainHyperparameters, pl.LightningModule):
     """A frozen embedder: `forward(images)` gives `{layer: (N, D) float32}` for every requested layer.
 
     Args:
@@ -77,6 +78,8 @@ class FeatureExtractModule(PlainHyperparameters, pl.LightningModule):
         pool / pool_size: how maps become vectors (see `pool_features`); `output` of a classifier
             backbone is already a vector.
         normalize: L2-normalise each row (cosine-ready embeddings).
+        compile / channels_last: run the backbone through `torch.compile` / in channels-last memory
+            order (see `vision_lightning.tasks.acceleration`).
     """
 
     def __init__(
@@ -91,8 +94,11 @@ class FeatureExtractModule(PlainHyperparameters, pl.LightningModule):
         pool: Pool = "avg",
         pool_size: int = 1,
         normalize: bool = False,
+        compile: bool | CompileOptions = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
+        self.set_acceleration(compile, channels_last)
         module = backbone if isinstance(backbone, nn.Module) else None
         self._batch_names = BatchNames()
         self.save_hyperparameters()  # a ready module is not saved (pass it again to load_from_checkpoint)
@@ -109,6 +115,10 @@ class FeatureExtractModule(PlainHyperparameters, pl.LightningModule):
         for name in self.layers:
             if name != OUTPUT:
                 find_layer(self.backbone, name)
+        self.accelerate()
+
+    def networks(self) -> list[nn.Module]:
+        return [self.backbone]
 
     def _build_backbone(self, module: nn.Module | None) -> nn.Module:
         hp = self.hparams
@@ -168,7 +178,7 @@ class FeatureExtractModule(PlainHyperparameters, pl.LightningModule):
         batch = BaseTask.unpack(batch, "label")
         features = self(batch["image"])
         output: dict[str, Any] = {
-            "path": self._batch_names(batch, len(batch["image"]), batch_idx),
+            "path": self._batch_names(batch, len(batch["image"]), batch_idx, self._trainer),
             "features": {name: value.cpu() for name, value in features.items()},
         }
         if "label" in batch:

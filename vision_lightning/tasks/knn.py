@@ -182,9 +182,9 @@ class KNNClassifierModule(PlainHyperparameters, pl.LightningModule):
     def _log_epoch(self, stage: str) -> None:
         accuracy, top5 = getattr(self, f"{stage}_acc"), getattr(self, f"{stage}_top5")
         if accuracy.update_count:
-            self.log(f"{stage}/knn_acc", accuracy.compute(), prog_bar=True)
+            self.log(f"{stage}/knn_acc", accuracy.compute(), prog_bar=True, sync_dist=True)
             if top5 is not None:
-                self.log(f"{stage}/knn_top5_acc", top5.compute())
+                self.log(f"{stage}/knn_top5_acc", top5.compute(), sync_dist=True)
         accuracy.reset()
         if top5 is not None:
             top5.reset()

@@ -63,6 +63,8 @@ class SegmentationModule(NetworkTask):
         rle: also write predictions as an RLE CSV: `carvana`, `siim` or `{format: siim, order: C}`.
         optimizer / lr_scheduler: injected factories; the task builds the parameter groups.
         freeze_backbone: True freezes the whole encoder, an integer its first N children.
+        compile / channels_last: run the network through `torch.compile` / in channels-last memory
+            order (passed on to `BaseTask`; see `vision_lightning.tasks.acceleration`).
     """
 
     backbone_child = "encoder"
@@ -87,6 +89,7 @@ class SegmentationModule(NetworkTask):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         freeze_backbone: bool | int = False,
+        **kwargs: Any,
     ) -> None:
         if mode not in ("binary", "multiclass", "multilabel"):
             raise InputError(f"mode must be binary, multiclass or multilabel, got {mode!r}")
@@ -100,7 +103,7 @@ class SegmentationModule(NetworkTask):
             raise InputError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
         if not 0.0 < threshold < 1.0:
             raise InputError(f"threshold is a probability between 0 and 1, got {threshold}")
-        super().__init__(optimizer, lr_scheduler, freeze_backbone)
+        super().__init__(optimizer, lr_scheduler, freeze_backbone, **kwargs)
         self.hold_module("arch", arch)
         self.loss_options = segmentation_loss_options(loss)
         self.rle = rle_output(rle)
@@ -199,7 +202,7 @@ class SegmentationModule(NetworkTask):
         loss, parts = self.loss_fn(logits, target)
         # each term of a combined loss, unweighted, so they can be balanced
         self.log_loss(stage, loss, len(images), parts if len(parts) > 1 else None)
-        getattr(self, f"{stage}_metrics").update(self.predict_classes(logits.detach()), target)
+        getattr(self, f"{stage}_metrics").update(self.predict_classes(logits.detach().float()), target)
         return batch, loss, logits
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:

@@ -56,6 +56,8 @@ class StyleTransferModule(NetworkTask):
             from a local file (random features otherwise, with a warning: tests only).
         log_images: validation content images shown in TensorBoard next to their stylised version.
         optimizer / lr_scheduler: injected factories; freeze_backbone: train the decoder only.
+        compile / channels_last: run the network through `torch.compile` / in channels-last memory
+            order (passed on to `BaseTask`; see `vision_lightning.tasks.acceleration`).
     """
 
     backbone_child = "encoder"
@@ -78,8 +80,9 @@ class StyleTransferModule(NetworkTask):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         freeze_backbone: bool | int = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(optimizer, lr_scheduler, freeze_backbone)
+        super().__init__(optimizer, lr_scheduler, freeze_backbone, **kwargs)
         self.hold_module("arch", arch)
         self.save_hyperparameters()
 

@@ -60,6 +60,8 @@ class SuperResModule(NetworkTask):
             download or from a local file (random features otherwise, with a warning: tests only).
         tile / tile_overlap: `predict` upscales tiles of this many LR pixels with this much context.
         log_images: validation images shown in TensorBoard as LR / bicubic / SR / HR.
+        compile / channels_last: run the network through `torch.compile` / in channels-last memory
+            order (passed on to `BaseTask`; see `vision_lightning.tasks.acceleration`).
     """
 
     backbone_child = "features"
@@ -82,6 +84,7 @@ class SuperResModule(NetworkTask):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         freeze_backbone: bool | int = False,
+        **kwargs: Any,
     ) -> None:
         if scale not in (2, 3, 4):
             raise InputError(f"scale must be 2, 3 or 4, got {scale}")
@@ -89,7 +92,7 @@ class SuperResModule(NetworkTask):
             raise InputError("new_layers_first needs weights: the file whose layers train later")
         if tile < 8 or tile_overlap < 0:
             raise InputError(f"tile must be at least 8 and tile_overlap >= 0, got {tile} and {tile_overlap}")
-        super().__init__(optimizer, lr_scheduler, freeze_backbone)
+        super().__init__(optimizer, lr_scheduler, freeze_backbone, **kwargs)
         self.new_parameters: list[str] = []
         self._kept_frozen: set[str] | None = None
         self.hold_module("arch", arch)

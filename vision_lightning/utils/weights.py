@@ -13,21 +13,33 @@ from vision_lightning.utils.errors import InputError, MissingInputError
 
 log = logging.getLogger(__name__)
 
-# DataParallel/DDP add `module.`, torch.compile adds `_orig_mod.` (Lightning #17415).
+# DataParallel/DDP add `module.` in front; torch.compile adds `_orig_mod.` wherever a compiled module
+# sits (`backbone._orig_mod.0.weight`, Lightning #17415).
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+COMPILED = "_orig_mod."
+
+
+def plain_key(key: str, prefixes=WRAPPER_PREFIXES) -> str:
+    """A state-dict key without wrapper prefixes in front and without `_orig_mod.` anywhere."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix) :], True
+    return key.replace("." + COMPILED, ".") if COMPILED in key else key
 
 
 def strip_prefixes(state_dict: Mapping[str, torch.Tensor], prefixes=WRAPPER_PREFIXES) -> dict:
-    cleaned = {}
-    for key, value in state_dict.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in prefixes:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix) :], True
-        cleaned[key] = value
-    return cleaned
+    """`state_dict` with plain keys (see `plain_key`): the eager model's names."""
+    return {plain_key(key, prefixes): value for key, value in state_dict.items()}
+
+
+def match_keys(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict:
+    """`state_dict` under `model`'s own key names, whichever side was compiled or wrapped: an eager
+    checkpoint loads into a model holding `torch.compile`d children and the other way round."""
+    own = {plain_key(key): key for key in model.state_dict()}
+    return {own.get(key, key): value for key, value in strip_prefixes(state_dict).items()}
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -101,6 +113,7 @@ def load_weights(
     state_dict = read_state_dict(path)
     if prefix and any(k.startswith(prefix) for k in state_dict):
         state_dict = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    state_dict = match_keys(model, state_dict)
     own = model.state_dict()
     dropped = {k for k in state_dict if k.startswith(ignore) and k not in own} if ignore else set()
     state_dict = {k: v for k, v in state_dict.items() if k not in dropped}
