@@ -3,7 +3,13 @@
 The task decides the format through `prediction_sink(output_dir, suffix)` (sinks live in
 `vision_lightning.outputs`): a CSV of class names and probabilities for classification, PNG masks for
 segmentation, and so on. Rows go to disk batch by batch, so predicting a large folder does not grow
-memory. Each process of a multi-GPU run writes its own file (`predictions.rank1.csv`).
+memory.
+
+Under DDP each process writes its part (`predictions.rank1.csv`, each item with its data-set index),
+and when all are done the first merges the parts into the files a single process would write, in
+data-set order: one complete set, nothing duplicated (Lightning's predict sampler does not pad) or
+lost. Per-image files (masks, images) are named from the whole data set's paths, so two processes
+never choose one name for different images.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from vision_lightning.outputs.files import PredictionSink
+from vision_lightning.outputs.files import PredictionSink, UniqueNames
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +48,43 @@ class PredictionWriter(BasePredictionWriter):
         output_dir.mkdir(parents=True, exist_ok=True)
         rank = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
         names = loader_suffixes(trainer)
-        self._sinks = {
-            i: pl_module.prediction_sink(output_dir, f"{name}{rank}") for i, name in enumerate(names)
-        }
+        loaders = _as_list(trainer.predict_dataloaders)
+        self._sinks = {}
+        for i, name in enumerate(names):
+            sink = pl_module.prediction_sink(output_dir, f"{name}{rank}")
+            item_names = (
+                getattr(getattr(loaders[i], "dataset", None), "item_names", None)
+                if i < len(loaders)
+                else None
+            )
+            paths = item_names() if callable(item_names) else None
+            if paths is not None and isinstance(getattr(sink, "names", None), UniqueNames):
+                sink.names = UniqueNames(paths)  # the same name for an image whichever process predicts it
+            self._sinks[i] = sink
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
     ):
-        self._sinks[dataloader_idx].write(prediction)
+        self._sinks[dataloader_idx].write(prediction, list(batch_indices) if batch_indices else None)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         sinks, self._sinks = self._sinks, {}
-        for sink in sinks.values():
-            path = sink.close()
-            log.info("Predictions written to %s", path)
-            print(f"Predictions written to {path}")
+        paths = [sink.close() for sink in sinks.values()]
+        if trainer.world_size > 1:
+            trainer.strategy.barrier("prediction parts written")
+            if trainer.is_global_zero:
+                paths = [sink.merge_parts(trainer.world_size) for sink in sinks.values()]
+            trainer.strategy.barrier("prediction parts merged")
+        if trainer.is_global_zero:
+            for path in paths:
+                log.info("Predictions written to %s", path)
+                print(f"Predictions written to {path}")
+
+
+def _as_list(loaders) -> list:
+    if loaders is None:
+        return []
+    return list(loaders) if isinstance(loaders, list | tuple) else [loaders]
 
 
 def loader_suffixes(trainer: pl.Trainer) -> list[str]:

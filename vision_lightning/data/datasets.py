@@ -57,6 +57,15 @@ class SyntheticSource:
         return image, label, f"{self.name}/{index:06d}"
 
 
+def source_item_names(source: Any, indices: Sequence[int]) -> list[str] | None:
+    """The `"path"` of each item (a data set of `indices` of `source`) when the source lists its
+    files, without reading them (prediction writers name outputs from the whole list), else None."""
+    while isinstance(source, CachedSource):
+        source = source.source
+    paths = getattr(source, "paths", None)
+    return [str(paths[i]) for i in indices] if isinstance(paths, list) else None
+
+
 class TransformedDataset(Dataset):
     """A subset of a source, transformed into a dict batch item `{"image", <target_key>, "path"}`."""
 
@@ -74,6 +83,9 @@ class TransformedDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def item_names(self) -> list[str] | None:
+        return source_item_names(self.source, self.indices)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, target, name = self.source.load(self.indices[index])
@@ -149,6 +161,9 @@ class WholeImages(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def item_names(self) -> list[str] | None:
+        return source_item_names(self.source, self.indices)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, _, name = self.source.load(self.indices[index])

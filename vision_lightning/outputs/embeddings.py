@@ -19,7 +19,15 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from vision_lightning.outputs.files import CsvSink
+from vision_lightning.outputs.files import (
+    CsvSink,
+    is_rank_part,
+    merge_csv_parts,
+    merged_path,
+    part_paths,
+    replace_atomically,
+    write_csv,
+)
 from vision_lightning.utils.errors import InputError
 
 NPY_MAGIC = b"\x93NUMPY\x01\x00"
@@ -141,9 +149,11 @@ class EmbeddingSink:
     def _index_rows(self, outputs: dict[str, Any]):
         labels = outputs.get("label")
         for i, path in enumerate(outputs["path"]):
-            yield [self.count + i, path, label_text(None if labels is None else labels[i], self.class_names)]
+            yield [
+                [self.count + i, path, label_text(None if labels is None else labels[i], self.class_names)]
+            ]
 
-    def write(self, outputs: dict[str, Any]) -> None:
+    def write(self, outputs: dict[str, Any], indices: Sequence[int] | None = None) -> None:
         features = outputs["features"]
         count = len(outputs["path"])
         for layer, writer in self._arrays.items():
@@ -152,24 +162,52 @@ class EmbeddingSink:
             if len(features[layer]) != count:
                 raise InputError(f"layer {layer!r} gave {len(features[layer])} rows for {count} paths")
             writer.write(features[layer])
-        self._index.write(outputs)
+        self._index.write(outputs, indices)
         self.count += count
 
     def close(self) -> Path:
         for writer in self._arrays.values():
             writer.close()
         self._index.close()
+        widths = {layer: writer.width or 0 for layer, writer in self._arrays.items()}
+        self._write_meta(self.index_path, self.files, widths, self.count)
+        return self.index_path
+
+    def _write_meta(self, index: Path, files: dict[str, Path], widths: dict[str, int], rows: int) -> None:
         meta = {
-            "rows": self.count,
-            "index": self.index_path.name,
-            "layers": {
-                layer: {"file": writer.path.name, "dim": writer.width or 0}
-                for layer, writer in self._arrays.items()
-            },
+            "rows": rows,
+            "index": index.name,
+            "layers": {layer: {"file": files[layer].name, "dim": widths[layer]} for layer in files},
             "class_names": self.class_names,
         }
-        meta_path = self.output_dir / f"embeddings{self.suffix}.json"
-        partial = meta_path.with_name(meta_path.name + ".partial")
-        partial.write_text(json.dumps(meta, indent=2) + "\n")
-        partial.replace(meta_path)
-        return self.index_path
+        meta_path = index.with_suffix(".json")
+        write_text = lambda partial: partial.write_text(json.dumps(meta, indent=2) + "\n")  # noqa: E731
+        replace_atomically(meta_path, write_text)
+
+    def merge_parts(self, world_size: int, chunk: int = 1024) -> Path:
+        """Every process's rows in one `.npy` per layer, in data-set order, with one index and one
+        description; the parts are deleted. Rows are copied `chunk` at a time from memory-mapped parts."""
+        if not is_rank_part(self.index_path):
+            return self.index_path
+        header, rows, sources = merge_csv_parts(part_paths(self.index_path, world_size))
+        local_rows = [int(row[0]) for _, row in rows]
+        files = {layer: merged_path(path) for layer, path in self.files.items()}
+        widths = {}
+        for layer, path in self.files.items():
+            parts = part_paths(path, world_size)
+            arrays = [np.load(part, mmap_mode="r") for part in parts]
+            writer = NpyRowWriter(files[layer], width=max(array.shape[1] for array in arrays) or None)
+            for start in range(0, len(rows), chunk):
+                picked = range(start, min(start + chunk, len(rows)))
+                writer.write(np.stack([arrays[sources[i]][local_rows[i]] for i in picked]))
+            writer.close()
+            widths[layer] = writer.width or 0
+            del arrays
+            for part in parts:
+                part.unlink()
+        index = merged_path(self.index_path)
+        write_csv(index, header, ([number, *row[1:]] for number, (_, row) in enumerate(rows)))
+        self._write_meta(index, files, widths, len(rows))
+        for part in part_paths(self.index_path.with_suffix(".json"), world_size):
+            part.unlink(missing_ok=True)
+        return index

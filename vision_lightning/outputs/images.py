@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,16 @@ class ImageSink:
     def __init__(self, output_dir: Path, suffix: str = "") -> None:
         self.folder = output_dir / "images"
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._name = UniqueNames()
+        self.names = UniqueNames()
         self.count = 0
 
-    def write(self, outputs: dict[str, Any]) -> None:
+    def write(self, outputs: dict[str, Any], indices: Sequence[int] | None = None) -> None:
         for path, image in zip(outputs["path"], outputs["images"]):
-            save_png(image, self.folder / f"{self._name(path)}.png")
+            save_png(image, self.folder / f"{self.names(path)}.png")
             self.count += 1
 
     def close(self) -> Path:
         return self.folder
+
+    def merge_parts(self, world_size: int) -> Path:
+        return self.folder  # one file per image, each already in place

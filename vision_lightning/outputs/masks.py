@@ -49,7 +49,7 @@ class MaskSink:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.mode, self.class_names = mode, list(class_names)
         self.rle_format, self.rle_order = rle_format, rle_order
-        self._name = UniqueNames()
+        self.names = UniqueNames()
         self._csv = None
         if rle_format:
             header = ["id", "rle"] if mode == "binary" else ["id", "class", "rle"]
@@ -57,21 +57,25 @@ class MaskSink:
         self.count = 0
 
     def _rows(self, outputs: list[tuple[str, np.ndarray]]):
-        for name, mask in outputs:
+        encode = self.rle_format, self.rle_order
+        for name, mask in outputs:  # the rows of each image
             if self.mode == "binary":
-                yield [name, rle_encode(mask, self.rle_format, self.rle_order)]
+                yield [[name, rle_encode(mask, *encode)]]
             elif self.mode == "multiclass":
-                for class_id in range(1, len(self.class_names)):
-                    rle = rle_encode(mask == class_id, self.rle_format, self.rle_order)
-                    yield [name, self.class_names[class_id], rle]
+                yield [
+                    [name, self.class_names[class_id], rle_encode(mask == class_id, *encode)]
+                    for class_id in range(1, len(self.class_names))
+                ]
             else:
-                for class_id, class_name in enumerate(self.class_names):
-                    yield [name, class_name, rle_encode(mask[class_id], self.rle_format, self.rle_order)]
+                yield [
+                    [name, class_name, rle_encode(mask[class_id], *encode)]
+                    for class_id, class_name in enumerate(self.class_names)
+                ]
 
-    def write(self, outputs: dict[str, Any]) -> None:
+    def write(self, outputs: dict[str, Any], indices: Sequence[int] | None = None) -> None:
         written = []
         for path, mask in zip(outputs["path"], outputs["masks"]):
-            name = self._name(path)
+            name = self.names(path)
             if self.mode == "multilabel":
                 for class_id, class_name in enumerate(self.class_names):
                     save_png(mask[class_id] * 255, self.folder / f"{name}_{class_name}.png")
@@ -80,9 +84,15 @@ class MaskSink:
             written.append((name, mask))
             self.count += 1
         if self._csv is not None:
-            self._csv.write(written)
+            self._csv.write(written, indices)
 
     def close(self) -> Path:
         if self._csv is not None:
             self._csv.close()
+        return self.folder
+
+    def merge_parts(self, world_size: int) -> Path:
+        """The PNGs are already in place; the RLE CSV's parts become one."""
+        if self._csv is not None:
+            self._csv.merge_parts(world_size)
         return self.folder
