@@ -144,7 +144,7 @@ def convert(
     data.cache_images = False
     data.prepare_data()
     data.setup()
-    splits = {name: split for name, split in data._sources.items() if name in SPLITS}
+    splits = {name: data._sources[name] for name in SPLITS if name in data._sources}
     # Forked workers start at once and share the sources; spawn (LitData's default) elsewhere.
     fork = sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods()
     sizes = {}
