@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import albumentations as A
 import lightning.pytorch as pl
@@ -22,7 +23,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import cpu_trainer, run_cli, write_csv
-from vision_lightning import ClassifierModule, SegmentationModule
+from vision_lightning import ClassifierModule, ProgressiveResizing, SegmentationModule
 from vision_lightning.data import (
     CsvLabels,
     ImageClassificationDataModule,
@@ -287,6 +288,28 @@ def test_multilabel_planes_and_generated_images_convert(tmp_path):
         segmentation(StreamingSegmentation(str(out)), mode="binary")
     with pytest.raises(InputError, match="has 4 classes"):
         segmentation(StreamingSegmentation(str(out)), mode="multilabel", num_classes=3)
+
+
+def test_progressive_resizing_counts_a_streamed_ranks_own_share(folder_chunks, monkeypatch):
+    """Under DDP LitData gives each rank its share (its loader's length is per device already): the
+    step estimate of ProgressiveResizing must not divide it by the devices again."""
+    from litdata.utilities.env import _DistributedEnv
+
+    monkeypatch.setattr(_DistributedEnv, "detect", classmethod(lambda cls: cls(2, 0, 1)))  # rank 0 of 2
+    data = classification(StreamingClassification(str(folder_chunks)), batch_size=3)
+    stages = [
+        {"epoch": 0, "image_size": 16, "batch_size": 3},
+        {"epoch": 1, "image_size": 32, "batch_size": 1},
+    ]
+    fake = SimpleNamespace(
+        datamodule=data, max_epochs=2, max_steps=-1, limit_train_batches=1.0, accumulate_grad_batches=1,
+        distributed_sampler_kwargs={"num_replicas": 2, "rank": 0},
+        _accelerator_connector=SimpleNamespace(use_distributed_sampler=True),
+    )  # fmt: skip
+    assert ProgressiveResizing(stages).stepping_batches_per_epoch(fake) == [
+        9 // 3,
+        9 // 1,
+    ]  # 18 samples / 2 ranks
 
 
 # ----------------------------------------------------------------------------- the command
