@@ -382,6 +382,23 @@ def test_an_unreachable_object_store_is_one_sentence(monkeypatch, folder):
         convert(classification(ImageFolder(str(folder))), "s3://bucket/new", storage_options=offline)
 
 
+def test_a_sample_failing_in_a_writing_worker_is_one_sentence(folder, tmp_path, monkeypatch):
+    read_bytes = Path.read_bytes
+
+    def failing(path: Path) -> bytes:  # the forked LitData worker inherits it
+        if path.name == "0003.png" and path.parent.name == "square":
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", failing)
+    out = tmp_path / "chunks"
+    with pytest.raises(InputError) as error:
+        convert(classification(ImageFolder(str(folder))), str(out), workers=1, verbose=False)
+    assert str(error.value).startswith(f"converting {out / 'train'} failed: PermissionError: [Errno 13]")
+    assert "square/0003.png" in str(error.value) and "\n" not in str(error.value)
+    assert not (out / METADATA).exists()  # not a usable conversion
+
+
 def test_options_that_would_split_or_cache_again_are_refused(folder_chunks, mask_chunks, tmp_path):
     with pytest.raises(InputError, match="val_split does not apply to streamed data.*--data.val_split 0.1"):
         classification(StreamingClassification(str(folder_chunks)), val_split=0.1)

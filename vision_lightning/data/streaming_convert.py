@@ -11,7 +11,9 @@ masks, a torchvision data set...) is converted by the code that reads it for tra
 are the module's: a source without a validation set is split by `val_split` / `split_seed` now,
 once; unreadable files are skipped (or stop the conversion) as `bad_images` says; segmentation
 masks are checked as before training. Each split goes to `<output>/<split>/` through
-`litdata.optimize`, then `<output>/dataset.json` (data/streaming.py describes the layout).
+`litdata.optimize`, then `<output>/dataset.json`, written last (data/streaming.py describes the
+layout). Unlabelled images found with the data (ISBI's `test/`) are not converted: predict them
+with `predict_root`.
 
 Images are stored as the bytes of their files (a JPEG stays that JPEG); generated or torchvision
 images as PNGs. Labels are stored as the module's targets (a class id, or a vector for multilabel
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,6 +107,20 @@ def _check_output(output: str, storage_options: dict[str, Any] | None) -> str:
     return output
 
 
+def _failure(error: Exception, where: str) -> InputError | None:
+    """One sentence for a failed `optimize`, or None to show the error as it is: the error of a sample
+    in a LitData worker (which LitData re-raises as a traceback in text), or an object store out of reach."""
+    if isinstance(error, InputError):
+        return error
+    if isinstance(error, RuntimeError):
+        cause = re.search(r"^(?:\w+\.)*(\w+(?:Error|Exception)): (.+)$", str(error), re.MULTILINE)
+        if cause is not None and "Traceback" in str(error):
+            kind, message = cause.groups()
+            reason = message if kind in ("InputError", "MissingInputError") else f"{kind}: {message}"
+            return InputError(f"converting {where} failed: {reason}")
+    return unreachable(where, error) if is_url(where) else None
+
+
 def _metadata(data: VisionDataModule, task: str, sizes: dict[str, int]) -> dict[str, Any]:
     common = {
         "task": task,
@@ -163,9 +180,10 @@ def convert(
                 verbose=verbose,
             )
         except Exception as error:
-            if not is_url(output) or isinstance(error, InputError):
+            failure = _failure(error, join(output, name))
+            if failure is None:
                 raise
-            raise unreachable(join(output, name), error) from None  # offline, no credentials...
+            raise failure from None
         sizes[name] = count
     write_metadata(output, _metadata(data, task, sizes), storage_options)
     return sizes
