@@ -41,7 +41,7 @@ from vision_lightning.utils.images import readable_images
 from vision_lightning.utils.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
-Split = tuple[SampleSource, Sequence[int]]  # (samples, the indices of the split's)
+Split = tuple[SampleSource, Sequence[int]]  # (samples, the indices of those in the split)
 SPLIT_NAMES = ("train", "val", "test", "predict")
 BadImages = Literal["skip", "error", "off"]
 
