@@ -19,6 +19,14 @@ from PIL import Image
 
 from tests.conftest import fake_torchvision, run_cli, write_csv
 from tests.embedding_cache import write_embedding_cache
+from vision_lightning.data import (
+    ImageClassificationDataModule,
+    ImageFolder,
+    MaskFolders,
+    SegmentationDataModule,
+    VisionDataModule,
+)
+from vision_lightning.data.streaming_convert import convert
 from vision_lightning.data.synthetic import ShapeImages, write_image_folder
 from vision_lightning.data.textures import SyntheticTextures
 from vision_lightning.utils.rle import rle_encode
@@ -80,7 +88,17 @@ def _classification_data(data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyP
     if kind == "TorchvisionDataset":
         fake_torchvision(monkeypatch, init_args["name"], size=data.get("image_size", 32))
         return [SOURCE + "download", "false", SOURCE + "root", tmp_path / "tv"]
+    if kind == "StreamingClassification":  # an ImageFolder converted into chunks, as `convert` writes them
+        root = _folder_data({}, tmp_path)[1]
+        label_mode = data.get("label_mode", "multiclass")
+        return _converted(ImageClassificationDataModule(ImageFolder(str(root)), label_mode), tmp_path)
     raise AssertionError(f"config smoke test does not know classification source {kind!r}: teach it")
+
+
+def _converted(module: VisionDataModule, tmp_path: Path) -> list:
+    """`module`'s data converted into LitData chunks; the argument that points a streaming source at them."""
+    convert(module, str(tmp_path / "chunks"), workers=1, verbose=False)
+    return [SOURCE + "root", tmp_path / "chunks"]
 
 
 def _mask_file(mask: np.ndarray, source: str, args: dict) -> Image.Image:
@@ -100,6 +118,13 @@ def _segmentation_data(data: dict, tmp_path: Path) -> list[str]:
     args = source.get("init_args") or {}
     if kind == "SyntheticShapes":
         return ["--data.init_args.source.init_args.samples", "32"]
+    if kind == "StreamingSegmentation":  # mask folders converted into chunks, as `convert` writes them
+        folders = {**data, "source": {"class_path": "MaskFolders"}}
+        root = _segmentation_data(folders, tmp_path)[1]
+        mode, channels = data.get("mode", "binary"), data.get("channels", 3)
+        classes = {"num_classes": data.get("num_classes"), "class_names": data.get("class_names")}
+        module = SegmentationDataModule(MaskFolders(str(root)), mode, channels=channels, **classes)
+        return [*_converted(module, tmp_path), "--data.init_args.image_size", "64"]
     set_arg = "--data.init_args.source.init_args."
     root, mode = tmp_path / "seg", data.get("mode", "binary")
     classes = len(data.get("class_names") or args.get("colors") or []) or data.get("num_classes") or 2
@@ -226,7 +251,7 @@ SUBCOMMANDS = {"FeatureExtractModule": "predict", "KNNClassifierModule": "valida
 
 
 def test_configs_are_found():
-    assert len(CONFIGS) >= 34
+    assert len(CONFIGS) >= 36
     assert (ROOT / "configs/quickstart/classification.yaml") in CONFIGS
     assert (ROOT / "configs/features/cats_dogs_vgg16_extract.yaml") in CONFIGS
 

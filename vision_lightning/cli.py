@@ -12,6 +12,8 @@
 - the resolved config is saved in the run's log folder (or beside its checkpoints without a
   logger), never over a file that is already there;
 - `predict_images --ckpt_path FILE --images FOLDER`: predictions from a checkpoint alone;
+- `convert --config FILE --output ROOT`: the config's data as LitData chunks to stream
+  (`StreamingClassification`, `StreamingSegmentation`; vision_lightning/data/streaming_convert.py);
 - `lr_find`: the learning-rate range test on the same model and data (vision_lightning/lr_find.py);
   its arguments come from `VisionTrainer.lr_find`, the Trainer class used for every subcommand;
 - bad input ends with one line (`error: ...`) and exit status 2, not a traceback.
@@ -32,9 +34,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 import vision_lightning  # noqa: F401  (registers the modules and data modules for short class names)
 from vision_lightning.callbacks.checkpoint import ModelCheckpoint
 from vision_lightning.callbacks.prediction_writer import PredictionWriter
+from vision_lightning.data import ImageClassificationDataModule, SegmentationDataModule
 from vision_lightning.lr_find import VisionTrainer
 from vision_lightning.tasks.loading import load_task
-from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.errors import InputError, MissingInputError
 
 DATA_TO_MODEL_LINKS = {
     "num_classes": "num_classes",
@@ -216,11 +219,82 @@ def predict_images_command(argv: list[str]) -> None:
     print(f"Predictions written to {path}")
 
 
+def _data_section(argv: list[str]) -> list[str]:
+    """`argv` with `--config FILE` replaced by the `data:` section of that training config (as
+    `--data <yaml>`, where it stood: later `--data.*` arguments override it)."""
+    import yaml
+
+    args, rest = [], list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg != "--config" and not arg.startswith("--config="):
+            args.append(arg)
+            continue
+        path = arg.split("=", 1)[1] if "=" in arg else (rest.pop(0) if rest else "")
+        if not Path(path).is_file():
+            raise MissingInputError(f"config file {path or '(none given)'} does not exist")
+        spec = yaml.safe_load(Path(path).read_text())
+        if not isinstance(spec, dict) or not isinstance(spec.get("data"), dict):
+            raise InputError(f"config {path} has no data section to convert")
+        args += ["--data", yaml.safe_dump(spec["data"])]
+    return args
+
+
+def convert_command(argv: list[str]) -> None:
+    """`convert [--config FILE] [--data.* ...] --output ROOT`: the data module's splits written as
+    LitData chunks, for StreamingClassification / StreamingSegmentation (data/streaming_convert.py)."""
+    from jsonargparse import ArgumentError, ArgumentParser
+
+    from vision_lightning.data.streaming_convert import convert
+
+    parser = ArgumentParser(
+        prog="python -m vision_lightning convert",
+        description="Write a data module's splits as LitData chunks to stream them (StreamingClassification, "
+        "StreamingSegmentation). --config FILE reads the data section of a training config; --data.* "
+        "arguments override it.",
+        exit_on_error=False,
+    )
+    modules = (ImageClassificationDataModule, SegmentationDataModule)
+    parser.add_subclass_arguments(modules, "data", required=True)
+    parser.add_argument(
+        "--output", type=str, required=True, help="a new local folder, or an s3://, gs:// or r2:// URL"
+    )
+    parser.add_argument(
+        "--workers", type=int | None, default=None, help="writing processes (default: one per CPU)"
+    )
+    parser.add_argument("--chunk_bytes", type=str, default="64MB", help="the size of a chunk")
+    parser.add_argument(
+        "--storage_options", type=dict | None, default=None, help="LitData's object-store options"
+    )
+    try:
+        config = parser.parse_args(_data_section(argv))
+    except ArgumentError as error:
+        if _input_error(error) is not None:
+            raise
+        parser.exit_on_error = True
+        parser.error(str(error))  # usage and the message, exit status 2
+    data = parser.instantiate_classes(config).data
+    sizes = convert(data, config.output, config.workers, config.chunk_bytes, config.storage_options)
+    counts = ", ".join(f"{count} {split}" for split, count in sizes.items())
+    kind = (
+        "StreamingClassification"
+        if isinstance(data, ImageClassificationDataModule)
+        else "StreamingSegmentation"
+    )
+    print(f"Converted {counts} samples of {data.source!r} into {config.output}")
+    print(
+        f"Stream them with source: {{class_path: vision_lightning.data.{kind}, init_args: {{root: {config.output}}}}}"
+    )
+
+
 def main(args: Any = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     try:
         if argv[:1] == ["predict_images"]:
             predict_images_command(argv[1:])
+            return
+        if argv[:1] == ["convert"]:
+            convert_command(argv[1:])
             return
         VisionCLI(args=args)
     except Exception as error:

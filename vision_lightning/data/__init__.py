@@ -10,6 +10,7 @@ from vision_lightning.data.embeddings import EmbeddingDataModule
 from vision_lightning.data.segmentation import SegmentationDataModule
 from vision_lightning.data.segmentation_sources import MaskFolders, PaletteMasks, RleCsv, SegmentationSource
 from vision_lightning.data.splits import group_split, stratified_folds, stratified_split, write_folds
+from vision_lightning.data.streaming_sources import StreamingClassification, StreamingSegmentation
 from vision_lightning.data.style import StyleTransferDataModule
 from vision_lightning.data.style_sources import ContentFolders, ContentSource, SyntheticTextureContent
 from vision_lightning.data.superres import SuperResDataModule
@@ -32,6 +33,8 @@ __all__ = [
     "SegmentationDataModule",
     "SegmentationSource",
     "ShapeImages",
+    "StreamingClassification",
+    "StreamingSegmentation",
     "StyleTransferDataModule",
     "SuperResDataModule",
     "SuperResFolders",

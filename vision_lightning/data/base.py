@@ -23,6 +23,7 @@ files after its split).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,13 +34,14 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
 
 from vision_lightning.data.datasets import CachedSource, FileSource, SampleSource, collate
+from vision_lightning.data.streaming import StreamedSplit
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.hparams import PlainHyperparameters, from_plain
 from vision_lightning.utils.images import readable_images
 from vision_lightning.utils.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
-Split = tuple[SampleSource, list[int]]
+Split = tuple[SampleSource, Sequence[int]]  # (samples, the indices of those in the split)
 SPLIT_NAMES = ("train", "val", "test", "predict")
 BadImages = Literal["skip", "error", "off"]
 
@@ -70,7 +72,8 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         bad_images: unreadable files are `skip`ped with a warning naming each, stop the run
             (`error`), or are not looked for (`off`).
         val_split / split_seed: the seeded share of the training data held out for validation
-            when the data has no validation set of its own.
+            when the data has no validation set of its own; streamed training data is shuffled
+            with `split_seed` (its validation split was made when it was converted).
         predict_root: a folder of images for `predict` (default: the test set, else validation).
         predict_splits: predict these splits (`[train, val]`) instead of the predict set.
 
@@ -155,9 +158,27 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset, train: bool = False, batch_size: int | None = None) -> DataLoader:
         """A loader of `dataset` at `batch_size` (default: the current `self.batch_size`); whole images
-        of different sizes go one per batch (`batch_size=1`)."""
+        of different sizes go one per batch (`batch_size=1`). A streamed split's samples are read by
+        LitData's loader instead (data/streaming.py), made into items as `dataset` makes them."""
         size = len(dataset)  # type: ignore[arg-type]
         batch_size = batch_size or self.batch_size
+        pin_memory = (
+            self.loader.pin_memory
+            and self.trainer is not None
+            and self.trainer.strategy.root_device.type == "cuda"
+        )
+        source = getattr(dataset, "source", None)
+        if isinstance(source, StreamedSplit):
+            return source.loader(
+                dataset.item,  # type: ignore[attr-defined]
+                train,
+                batch_size,
+                self.loader.num_workers,
+                pin_memory,
+                self.loader.persistent_workers,
+                seed=self.split_seed,
+                epoch=self.trainer.current_epoch if self.trainer is not None else 0,
+            )
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -166,11 +187,25 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
             # A last batch of one sample breaks BatchNorm in training; drop the ragged end then.
             drop_last=train and size > batch_size,
             num_workers=self.loader.num_workers,
-            pin_memory=self.loader.pin_memory
-            and self.trainer is not None
-            and self.trainer.strategy.root_device.type == "cuda",
+            pin_memory=pin_memory,
             persistent_workers=self.loader.persistent_workers and self.loader.num_workers > 0,
         )
+
+    def _refuse_for_streamed(self, source: object) -> None:
+        """Streamed data (data/streaming_sources.py) was split when it was converted, and LitData
+        caches its chunks itself: the options that would split or cache it again are refused."""
+        if not getattr(source, "streamed", False):
+            return
+        if self.cache_images:
+            raise InputError(
+                "cache_images does not apply to streamed data: LitData caches its chunks on disk itself"
+            )
+        default = inspect.signature(VisionDataModule.__init__).parameters["val_split"].default
+        if self.val_split != default:
+            raise InputError(
+                f"val_split does not apply to streamed data: its validation split was made when it was "
+                f"converted (convert it again with --data.val_split {self.val_split})"
+            )
 
     def _setup_splits(self, stage: str | None, build: Callable[[], dict[str, Split]]) -> None:
         """`build()` the splits once (decoded into memory with `cache_images`), except when only

@@ -88,6 +88,7 @@ class ImageClassificationDataModule(VisionDataModule):
                 f"label_mode {label_mode} needs one target per class, which {type(source).__name__} does not "
                 "give: use CsvLabels with one label column per class"
             )
+        self._refuse_for_streamed(source)
         self.source = source
         self.label_mode = label_mode
         self.channels = channels

@@ -77,7 +77,9 @@ class TransformedDataset(Dataset):
         target_key: str = "label",
     ) -> None:
         self.source = source
-        self.indices = list(range(len(source))) if indices is None else list(indices)
+        # A range stays one (a streamed split's millions of samples), anything else is copied.
+        indices = range(len(source)) if indices is None else indices
+        self.indices = indices if isinstance(indices, range) else list(indices)
         self.transform = transform
         self.target_key = target_key
 
@@ -88,7 +90,10 @@ class TransformedDataset(Dataset):
         return source_item_names(self.source, self.indices)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image, target, name = self.source.load(self.indices[index])
+        return self.item(*self.source.load(self.indices[index]))
+
+    def item(self, image: np.ndarray, target: Any, name: str) -> dict[str, Any]:
+        """The batch item of one loaded sample (also of a streamed one: data/streaming.py)."""
         if self.transform is not None:
             image = self.transform(image=image)["image"]
         item: dict[str, Any] = {"image": image, "path": name}
@@ -104,8 +109,7 @@ class SegmentationDataset(TransformedDataset):
     def __init__(self, source: SampleSource, indices: Sequence[int] | None, transform: Callable) -> None:
         super().__init__(source, indices, transform, target_key="mask")
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image, mask, name = self.source.load(self.indices[index])
+    def item(self, image: np.ndarray, mask: np.ndarray | None, name: str) -> dict[str, Any]:
         size = torch.tensor(image.shape[:2])
         if mask is None:
             return {"image": self.transform(image=image)["image"], "path": name, "size": size}

@@ -31,6 +31,7 @@ from vision_lightning.data.segmentation_sources import (
     as_source,
 )
 from vision_lightning.data.splits import group_split
+from vision_lightning.data.streaming import StreamedSplit
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.images import drop_bad_images, list_images
 from vision_lightning.utils.transforms import build_transform
@@ -83,6 +84,7 @@ class SegmentationDataModule(VisionDataModule):
         if channels not in (1, 3):
             raise InputError(f"channels must be 1 or 3, got {channels}")
         source.check_mode(mode)
+        self._refuse_for_streamed(source)
         self.source, self.mode, self.channels = source, mode, channels
         self.crop, self.augmentations = crop, augmentations
         self.class_names = self._classes(num_classes, class_names)
@@ -160,7 +162,10 @@ class SegmentationDataModule(VisionDataModule):
 
     # ----------------------------------------------------------------- checks
     def _checked(self, sources: dict[str, Split]) -> dict[str, Split]:
-        """Drop unreadable files (or stop, per `bad_images`), then check every pair; one report."""
+        """Drop unreadable files (or stop, per `bad_images`), then check every pair; one report.
+        Streamed splits were checked when they were converted."""
+        if any(isinstance(source, StreamedSplit) for source, _ in sources.values()):
+            return sources
         for split, (source, indices) in sources.items():
             files = {i: source.files(i) for i in indices}
             listed = [path for i in indices for path in files[i]]
@@ -218,5 +223,5 @@ class SegmentationDataModule(VisionDataModule):
 
 
 def _whole(source: SampleSource) -> Split:
-    """Every sample of `source`."""
-    return source, list(range(len(source)))
+    """Every sample of `source` (a range: a streamed split may hold millions)."""
+    return source, range(len(source))

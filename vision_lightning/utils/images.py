@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -125,18 +126,24 @@ def upright(image: Image.Image, orientation: int) -> Image.Image:
     return image if method is None else image.transpose(method)
 
 
-def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
+def _opened(path: str | Path, data: bytes | memoryview | None) -> BinaryIO:
+    """The file at `path`, or `data` (its bytes, already read: a streamed sample) as a file."""
+    return io.BytesIO(data) if data is not None else open(path, "rb")  # the caller closes it
+
+
+def read_image(path: str | Path, channels: int = 3, data: bytes | memoryview | None = None) -> np.ndarray:
     """Read an image as uint8 HxWxC with C = `channels` (1 = grayscale, 3 = RGB), upright.
 
     Grayscale files become RGB when 3 channels are asked for, and RGB files become grayscale when 1
     is asked for, so a model's `in_channels` decides and the files on disk do not have to agree.
     The EXIF orientation is applied: a phone photo comes out as it is shown, not as it is stored.
+    `data`: the file's bytes, already read (a streamed sample); `path` then only names it.
     """
     mode = {1: "L", 3: "RGB"}.get(channels)
     if mode is None:
         raise InputError(f"channels must be 1 or 3 to read {path}, got {channels}")
     try:
-        with open(path, "rb") as file, Image.open(file) as image:  # see _pil_turns_tiffs
+        with _opened(path, data) as file, Image.open(file) as image:  # see _pil_turns_tiffs
             turn = orientation_to_apply(image, path, decode=True)
             array = np.asarray(upright(image.convert(mode), turn))
     except FileNotFoundError:
@@ -229,10 +236,13 @@ MASK_FORMATS = ("index", "nonzero", "scale255", "colors")
 
 
 def read_mask(
-    path: str | Path, mask_format: str = "index", colors: Sequence[Sequence[int]] | None = None
+    path: str | Path,
+    mask_format: str = "index",
+    colors: Sequence[Sequence[int]] | None = None,
+    data: bytes | memoryview | None = None,
 ) -> np.ndarray:
     """Read a segmentation mask as HxW class ids (uint8, or int32 past 255 classes), upright: its own
-    EXIF orientation is applied, as `read_image` does to images.
+    EXIF orientation is applied, as `read_image` does to images (`data`: the file's bytes, as there).
 
     `mask_format` says how pixel values become classes:
     - `index`: the value is the class id (palette PNGs give their palette indices);
@@ -241,7 +251,7 @@ def read_mask(
     - `colors`: RGB colours, `colors[k]` is the colour of class k (CamVid-style masks).
     """
     try:
-        with open(path, "rb") as file, Image.open(file) as image:  # see _pil_turns_tiffs
+        with _opened(path, data) as file, Image.open(file) as image:  # see _pil_turns_tiffs
             turn, mode = orientation_to_apply(image, path, decode=True), image.mode
             if mask_format != "colors" and mode in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
                 array = np.asarray(upright(image, turn))  # palette indices / gray values, not converted
@@ -280,6 +290,17 @@ def read_mask(
         raise InputError(f"mask_format must be one of {', '.join(MASK_FORMATS)}, got {mask_format!r}")
     array = array.astype(np.uint8) if array.dtype == bool else array
     return array.astype(np.int32) if array.max(initial=0) > 255 else array.astype(np.uint8)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """`array` (uint8 HxW or HxWxC with 1 or 3 channels; uint16 HxW) as the bytes of a lossless PNG
+    file, which `read_image` and `read_mask` read back unchanged."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    image = Image.fromarray(array.astype(np.uint16) if array.dtype != np.uint8 else array)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def read_style_image(path: str | Path, style_size: int | None = None) -> torch.Tensor:
