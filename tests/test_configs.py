@@ -29,6 +29,7 @@ from vision_lightning.data import (
 from vision_lightning.data.streaming_convert import convert
 from vision_lightning.data.synthetic import ShapeImages, write_image_folder
 from vision_lightning.data.textures import SyntheticTextures
+from vision_lightning.losses.segmentation import LOSS_NAMES
 from vision_lightning.utils.rle import rle_encode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,6 +259,44 @@ def test_configs_are_found():
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(ROOT / "configs")) for c in CONFIGS])
 def test_config_fast_dev_run(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _smoke_run(config, tmp_path, monkeypatch)
+
+
+#: under bf16-mixed on CPU: one config per task, and the segmentation quickstart with every loss
+#: (multiclass for ce and Lovasz, whose multiclass form used to fail on bf16 logits)
+BF16_CASES = {
+    "classification": ("quickstart/classification.yaml", []),
+    "superres": ("quickstart/superres.yaml", []),
+    "style": ("quickstart/style.yaml", []),
+    "features": ("features/cats_dogs_vgg16_extract.yaml", []),
+    **{
+        f"segmentation-{loss}": (
+            "quickstart/segmentation.yaml",
+            ["--model.init_args.loss", loss]
+            + (
+                ["--data.init_args.mode", "multiclass", "--model.init_args.num_classes", "4"]
+                if loss in ("ce", "lovasz")
+                else []
+            ),
+        )
+        for loss in LOSS_NAMES
+    },
+}
+
+
+@pytest.mark.parametrize("case", list(BF16_CASES))
+def test_config_runs_under_bf16_mixed(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    config, extra = BF16_CASES[case]
+    _smoke_run(ROOT / "configs" / config, tmp_path, monkeypatch, "bf16-mixed", extra)
+
+
+def _smoke_run(
+    config: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    precision: str = "32-true",
+    extra: list = (),
+) -> None:
     spec = yaml.safe_load(config.read_text())
     data = spec["data"].get("init_args", {})
     model = spec["model"].get("init_args", {})
@@ -267,7 +306,7 @@ def test_config_fast_dev_run(config: Path, tmp_path: Path, monkeypatch: pytest.M
         "--trainer.fast_dev_run", "true",
         "--trainer.accelerator", "cpu",
         "--trainer.devices", "1",
-        "--trainer.precision", "32-true",
+        "--trainer.precision", precision,
         "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", tmp_path / "run",
         "--checkpoint.dirpath", tmp_path / "run/checkpoints",
@@ -286,6 +325,6 @@ def test_config_fast_dev_run(config: Path, tmp_path: Path, monkeypatch: pytest.M
         args += ["--prediction_writer.output_dir", tmp_path / "predictions"]
     kind = spec["data"]["class_path"].rsplit(".", 1)[-1]
     args += redirect_data(data, tmp_path, monkeypatch, kind, _largest_stage(spec))
-    run_cli(*args)
+    run_cli(*args, *extra)
     if subcommand == "predict":
         assert any((tmp_path / "predictions").iterdir()), f"{config.name} wrote no predictions"
