@@ -91,6 +91,18 @@ def test_compiled_training_and_checkpoints_move_between_compiled_and_eager(tmp_p
         torch.testing.assert_close(again.eval()(images), eager(images), atol=1e-4, rtol=1e-4)
 
 
+def test_fit_of_a_torch_compiled_task_compiles_its_network_instead():
+    """Lightning would compile the whole training step, torchmetrics' update included, and fail."""
+    model = ClassifierModule(backbone="lenet5_bn", num_classes=3, compile={"backend": "eager"})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.warns(UserWarning, match="its network is compiled instead"):
+        cpu_trainer(limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0).fit(
+            torch.compile(model), _data(16)
+        )
+    assert model._compiler_ctx is None and "training_step" not in model.__dict__
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_orig_mod_keys_of_a_network_compiled_elsewhere_are_matched(tmp_path):
     """`torch.compile(backbone)` in a user's own code nests `_orig_mod.` in the keys (Lightning
     #17415); the weight loader matches them to the eager names and the other way round."""

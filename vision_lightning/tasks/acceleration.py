@@ -16,6 +16,7 @@ The first compiled step takes tens of seconds on a CPU, so compile pays off on l
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -95,6 +96,29 @@ class Accelerated:
                 network.register_forward_pre_hook(_inputs_to_channels_last)
             if self.compile_options is not None:
                 network.compile(**asdict(self.compile_options))
+
+
+    def compile_networks_instead(self) -> None:
+        """`trainer.fit(torch.compile(task))` makes Lightning compile the whole `training_step` (and the
+        other steps), metric updates and logging included, which dynamo cannot trace (torchmetrics
+        fails inside `update`). Undo that and compile the task's networks instead, as `compile: true`
+        does, with a warning that says so. Call it from `setup`, which runs after Lightning's change."""
+        context = getattr(self, "_compiler_ctx", None)
+        if not context:
+            return
+        for name in ("forward", "training_step", "validation_step", "test_step", "predict_step"):
+            self.__dict__.pop(name, None)  # Lightning set compiled copies on the instance
+        self._compiler_ctx = None
+        if self.compile_options is None:
+            self.compile_options = CompileOptions()
+            for network in self.networks():
+                network.compile(**asdict(self.compile_options))
+        warnings.warn(
+            f"trainer.fit(torch.compile(task)) would compile {type(self).__name__}'s whole steps, metrics "
+            "and logging included, which torch cannot trace; its network is compiled instead (as "
+            "compile: true does, the way to ask for it)",
+            stacklevel=2,
+        )
 
 
 def _inputs_to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:

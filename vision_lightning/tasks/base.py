@@ -352,6 +352,7 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
 
     # ---------------------------------------------------------------- checkpoints and inference
     def setup(self, stage: str) -> None:
+        self.compile_networks_instead()
         if self._trainer is None:  # called by hand, outside a Trainer: nothing to read from it
             return
         no_default_hp_metric(self._trainer)

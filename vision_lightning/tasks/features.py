@@ -120,6 +120,9 @@ class FeatureExtractModule(Accelerated, PlainHyperparameters, pl.LightningModule
     def networks(self) -> list[nn.Module]:
         return [self.backbone]
 
+    def setup(self, stage: str) -> None:
+        self.compile_networks_instead()
+
     def _build_backbone(self, module: nn.Module | None) -> nn.Module:
         hp = self.hparams
         if hp.checkpoint:
