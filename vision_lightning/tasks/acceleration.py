@@ -97,7 +97,6 @@ class Accelerated:
             if self.compile_options is not None:
                 network.compile(**asdict(self.compile_options))
 
-
     def compile_networks_instead(self) -> None:
         """`trainer.fit(torch.compile(task))` makes Lightning compile the whole `training_step` (and the
         other steps), metric updates and logging included, which dynamo cannot trace (torchmetrics
