@@ -13,10 +13,11 @@ memory (on the device) and served again at every step, so the loader costs nothi
 A training step is a whole step through Lightning (forward, loss, backward, optimizer step, the
 task's logging); features are timed on `predict` (inference), as they are used. Each model is
 built once per variant and fitted again in every round; a round runs every variant once (in a
-rotated order), because the machine is shared and noisy: the table gives the median and the
-spread (min-max) over rounds, and the speed-up over eager as the median of each round's own ratio.
-Throughput counts the steps after `--warmup` untimed ones; the first step's time (compilation, for
-`compile`) is reported separately, from an empty compile cache unless `--warm-compile-cache`.
+rotated order), because the machine is shared and noisy. A step is timed from the end of the one
+before (the whole cycle through Lightning); the table gives the throughput of the median step over
+all rounds, the spread of the rounds' own throughputs (min-max), the fastest step, and speed-ups
+over eager of both. Steps after `--warmup` untimed ones count; the first step's time (compilation,
+for `compile`) is reported separately, from an empty compile cache unless `--warm-compile-cache`.
 
     python benchmarks/acceleration.py [--tasks classification ...] [--repeats 3] [--steps N]
         [--device cpu|cuda] [--variants eager channels_last ...] [--output FILE.json]
@@ -199,12 +200,12 @@ def time_steps(
     else:
         trainer.predict(model, dataloaders=loader, return_predictions=False)
     images = batch_size(batch)
-    timed = clock.ends[-1] - clock.ends[warmup - 1]  # from the end of the last warm-up step
-    step_seconds = [end - start for start, end in zip(clock.starts, clock.ends)]
+    # A step's time runs from the end of the one before: the whole cycle, loader and hooks included.
+    cycles = [end - before for before, end in zip(clock.ends[warmup - 1 :], clock.ends[warmup:])]
     return {
-        "images_per_s": images * steps / timed,
-        "best_step_images_per_s": images / min(step_seconds[warmup:]),
-        "first_step_s": step_seconds[0],
+        "images_per_s": images * steps / sum(cycles),
+        "step_images_per_s": [images / seconds for seconds in cycles],
+        "first_step_s": clock.ends[0] - clock.starts[0],
     }
 
 
@@ -257,30 +258,26 @@ def batch_size(batch: dict[str, Any]) -> int:
 def summarise(
     rounds: list[dict], eager: list[dict] | None, batch_size: int, steps: int, stage: str
 ) -> dict[str, Any]:
-    """Median and spread over rounds; the speed-up over eager is the median of each round's own
-    ratio (the variants of a round ran minutes apart at most, under similar load). The fastest
-    single step is given too: other processes only ever slow a step down, so on a shared machine
-    it is the closest to what the network does alone."""
+    """Throughput of the median step over every round, the spread of the rounds' own figures, and
+    the fastest step. On a shared machine other processes slow some steps down many times over (two
+    processes of two threads on two cores), so the median step and the fastest one say more about
+    the network than a mean does; the speed-ups over eager are ratios of those."""
     speeds = [r["images_per_s"] for r in rounds]
-    best = max(r["best_step_images_per_s"] for r in rounds)
-    firsts = [r["first_step_s"] for r in rounds]
+    steps_speeds = [speed for r in rounds for speed in r["step_images_per_s"]]
     summary = {
         "stage": "train" if stage == "fit" else "predict",
         "batch_size": batch_size,
-        "timed_steps": steps,
-        "images_per_s_median": round(statistics.median(speeds), 2),
-        "images_per_s_min": round(min(speeds), 2),
-        "images_per_s_max": round(max(speeds), 2),
-        "images_per_s_rounds": [round(s, 2) for s in speeds],
-        "best_step_images_per_s": round(best, 2),
-        "first_step_s": round(firsts[0], 3),  # the first round's: compilation happens there
-        "first_step_s_later_rounds": [round(s, 3) for s in firsts[1:]],
+        "timed_steps_per_round": steps,
+        "images_per_s_median_step": round(statistics.median(steps_speeds), 2),
+        "images_per_s_best_step": round(max(steps_speeds), 2),
+        "images_per_s_rounds": [round(speed, 2) for speed in speeds],
+        "first_step_s": round(rounds[0]["first_step_s"], 3),  # the first round's: compilation happens there
+        "first_step_s_later_rounds": [round(r["first_step_s"], 3) for r in rounds[1:]],
     }
     if eager:
-        ratios = [r["images_per_s"] / e["images_per_s"] for r, e in zip(rounds, eager, strict=True)]
-        summary["vs_eager_median"] = round(statistics.median(ratios), 3)
-        summary["vs_eager_rounds"] = [round(r, 3) for r in ratios]
-        summary["best_vs_eager_best"] = round(best / max(e["best_step_images_per_s"] for e in eager), 3)
+        eager_steps = [speed for r in eager for speed in r["step_images_per_s"]]
+        summary["vs_eager"] = round(summary["images_per_s_median_step"] / statistics.median(eager_steps), 3)
+        summary["best_vs_eager_best"] = round(summary["images_per_s_best_step"] / max(eager_steps), 3)
     return summary
 
 
@@ -310,8 +307,8 @@ def cpu_model() -> str:
 
 def markdown_table(results: dict[str, dict[str, dict]]) -> str:
     lines = [
-        "| task (network, input) | variant | img/s median | min-max | vs eager (median of rounds) "
-        "| best step img/s | best vs eager's best | first step (s) |",
+        "| task (network, input) | variant | img/s, median step | rounds min-max | vs eager "
+        "| img/s, best step | vs eager's best | first step (s) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for task, by_variant in results.items():
@@ -320,12 +317,13 @@ def markdown_table(results: dict[str, dict[str, dict]]) -> str:
             if "error" in row:
                 lines.append(f"| {label} | {name} | failed: {row['error'][:120]} | | | | | |")
                 continue
-            ratio = f"{row['vs_eager_median']:.2f}x" if "vs_eager_median" in row else "-"
+            ratio = f"{row['vs_eager']:.2f}x" if "vs_eager" in row else "-"
             best_ratio = f"{row['best_vs_eager_best']:.2f}x" if "best_vs_eager_best" in row else "-"
+            rounds = row["images_per_s_rounds"]
             lines.append(
-                f"| {label} | {name} | {_figure(row['images_per_s_median'])} | "
-                f"{_figure(row['images_per_s_min'])}-{_figure(row['images_per_s_max'])} | {ratio} | "
-                f"{_figure(row['best_step_images_per_s'])} | {best_ratio} | {row['first_step_s']:.2f} |"
+                f"| {label} | {name} | {_figure(row['images_per_s_median_step'])} | "
+                f"{_figure(min(rounds))}-{_figure(max(rounds))} | {ratio} | "
+                f"{_figure(row['images_per_s_best_step'])} | {best_ratio} | {row['first_step_s']:.2f} |"
             )
     return "\n".join(lines)
 

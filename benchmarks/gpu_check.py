@@ -21,6 +21,7 @@ and exits 1 if any check failed. Record the figures in benchmarks/RESULTS.md wit
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shlex
 import subprocess
@@ -86,7 +87,7 @@ def run_smoke(accelerator: str, half: str) -> list[dict[str, Any]]:
 
     results = []
     for name, precision, extra in smoke_cases(half):
-        switches = " ".join(extra[::2]).replace("--model.init_args.", "").replace("--data.init_args.", "")
+        switches = describe(extra)
         torch._dynamo.reset()
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as run:
@@ -96,44 +97,61 @@ def run_smoke(accelerator: str, half: str) -> list[dict[str, Any]]:
             except BaseException as caught:  # noqa: BLE001  (SystemExit from a CLI error too)
                 error = _one_line(caught)
                 traceback.print_exc()
-        row = {"case": name, "precision": precision, "switches": " ".join(extra), "ok": error is None,
+        row = {"case": name, "precision": precision, "switches": switches, "ok": error is None,
                "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
         if error:
             row["error"] = error
         print(
-            f"smoke {name:<22}{precision:<11}{switches:<28}{'ok' if error is None else 'FAILED: ' + error}",
+            f"smoke {name:<22}{precision:<11}{switches:<40} {'ok' if error is None else 'FAILED: ' + error}",
             flush=True,
         )
         results.append(row)
     return results
 
 
-def run_ddp(output_dir: Path) -> dict[str, Any]:
-    """A 2-GPU DDP fit of the classification quickstart in its own process (DDP re-launches it)."""
-    run = output_dir / "ddp"
-    args = [sys.executable, "-m", "vision_lightning", "fit", "--config", str(QUICKSTART / "classification.yaml"),
+def describe(extra: list[str]) -> str:
+    """`--model.init_args.loss lovasz --data.init_args.mode multiclass` as `loss=lovasz mode=multiclass`."""
+    return " ".join(f"{flag.rsplit('.', 1)[-1]}={value}" for flag, value in zip(extra[::2], extra[1::2]))
+
+
+#: the DDP run: the classification quickstart on 400 synthetic images (100 test images to predict)
+DDP_DATA = ["--config", str(QUICKSTART / "classification.yaml"), "--data.init_args.source.init_args.samples", "400",
             "--trainer.accelerator", "gpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-            "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
-            "--trainer.default_root_dir", str(run), "--checkpoint.dirpath", str(run / "checkpoints")]  # fmt: skip
+            "--trainer.enable_progress_bar", "false"]  # fmt: skip
+DDP_TEST_IMAGES = 100
+
+
+def run_ddp(output_dir: Path) -> dict[str, Any]:
+    """A 2-GPU DDP fit of the classification quickstart, then a DDP predict of its test split, each
+    in its own process (Lightning starts the second rank itself): both succeed, and the merged
+    predictions.csv has every test image once."""
+    run = output_dir / "ddp"
+    fit = ["fit", *DDP_DATA, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(run),
+           "--checkpoint.dirpath", str(run / "checkpoints")]  # fmt: skip
+    predict = ["predict", *DDP_DATA, "--trainer.logger", "false", "--ckpt_path", str(run / "checkpoints/last.ckpt"),
+               "--prediction_writer.output_dir", str(run / "predictions")]  # fmt: skip
     start = time.perf_counter()
-    try:
-        done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
-        returncode, tail = done.returncode, (done.stdout + done.stderr)[-2000:]
-    except subprocess.TimeoutExpired:
-        returncode, tail = None, "timed out after 600 s"
-    checkpoint = run / "checkpoints/last.ckpt"
-    result: dict[str, Any] = {
-        "command": shlex.join(args[1:]),
-        "ok": returncode == 0 and checkpoint.exists(),
-        "seconds": round(time.perf_counter() - start, 1),
-        "returncode": returncode,
-    }
+    result: dict[str, Any] = {"commands": [], "ok": True}
+    for args in (fit, predict):
+        command = [sys.executable, "-m", "vision_lightning", *args]
+        result["commands"].append(shlex.join(["python", *command[1:]]))
+        try:
+            done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+            returncode, tail = done.returncode, (done.stdout + done.stderr)[-2000:]
+        except subprocess.TimeoutExpired:
+            returncode, tail = None, "timed out after 600 s"
+        if returncode != 0:
+            result.update(ok=False, failed=args[0], returncode=returncode, output_tail=tail)
+            break
     if result["ok"]:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
         result["global_step"] = state.get("global_step")
         result["callbacks"] = {name: _plain(value) for name, value in state.get("callbacks", {}).items()}
-    else:
-        result["output_tail"] = tail
+        with (run / "predictions/predictions.csv").open(newline="") as handle:
+            paths = [row[0] for row in list(csv.reader(handle))[1:]]
+        result["predicted_rows"], result["distinct_rows"] = len(paths), len(set(paths))
+        result["ok"] = len(paths) == len(set(paths)) == DDP_TEST_IMAGES
+    result["seconds"] = round(time.perf_counter() - start, 1)
     print(f"ddp {'ok' if result['ok'] else 'FAILED'} in {result['seconds']} s", flush=True)
     return result
 
@@ -148,7 +166,7 @@ def run_benchmark(output_dir: Path, device: str, extra: list[str]) -> dict[str, 
     start = time.perf_counter()
     returncode = subprocess.run(args, cwd=ROOT).returncode
     result: dict[str, Any] = {
-        "command": shlex.join(["python", *args[1:]]),
+        "command": shlex.join(["python", "benchmarks/acceleration.py", *args[2:]]),
         "ok": returncode == 0 and output.exists(),
         "seconds": round(time.perf_counter() - start, 1),
         "returncode": returncode,
@@ -171,11 +189,12 @@ def markdown(summary: dict[str, Any]) -> str:
         )
     ddp = summary["ddp"]
     lines += ["", "## DDP", ""]
-    lines.append(
-        ddp["skipped"]
-        if "skipped" in ddp
-        else f"`{ddp['command']}`: {'ok' if ddp['ok'] else 'FAILED'} in {ddp['seconds']} s"
-    )
+    if "skipped" in ddp:
+        lines.append(ddp["skipped"])
+    else:
+        lines += [f"    {command}" for command in ddp["commands"]]
+        lines.append(f"\n{'ok' if ddp['ok'] else 'FAILED'} in {ddp['seconds']} s; predicted rows: "
+                     f"{ddp.get('predicted_rows')} ({ddp.get('distinct_rows')} distinct, {DDP_TEST_IMAGES} expected)")  # fmt: skip
     bench = summary["benchmark"]
     lines += ["", "## Throughput (benchmarks/acceleration.py)", ""]
     if "skipped" in bench:
