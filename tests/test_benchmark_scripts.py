@@ -1,0 +1,83 @@
+"""The issue-12 benchmark scripts run anywhere: benchmarks/gpu_check.py says in one sentence that
+there is no GPU and exits 0 (safe in CI), and benchmarks/acceleration.py measures a task's
+benchmark network on the CPU through Lightning."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import acceleration, gpu_check
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_without_a_gpu_says_what_it_would_run_and_exits_0(tmp_path: Path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/gpu_check.py"), "--output-dir", str(tmp_path / "out")],
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},  # no GPU, even on a machine that has one
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == gpu_check.NO_GPU
+    for named in (
+        "No CUDA GPU",
+        "16-mixed",
+        "bf16-mixed",
+        "channels_last",
+        "compile",
+        "DDP",
+        "acceleration.py",
+    ):
+        assert named in gpu_check.NO_GPU
+    assert not (tmp_path / "out").exists()  # nothing was run, nothing written
+
+
+def test_gpu_check_smoke_subset_covers_every_task_precision_and_switch():
+    cases = gpu_check.smoke_cases()
+    names = {name for name, _, _ in cases}
+    assert set(gpu_check.TASKS) <= names
+    for precision in ("16-mixed", "bf16-mixed"):
+        assert {name for name, p, _ in cases if p == precision} >= set(gpu_check.TASKS)
+    for switch in ("--model.init_args.channels_last", "--model.init_args.compile"):
+        assert {name for name, _, extra in cases if switch in extra} == set(gpu_check.TASKS)
+    from vision_lightning.losses.segmentation import LOSS_NAMES
+
+    assert set(gpu_check.SEGMENTATION_LOSSES) == set(LOSS_NAMES)  # kept in step with the library
+    args = gpu_check.smoke_args("segmentation-lovasz", "16-mixed", "gpu", Path("run"))
+    assert args[:3] == ["fit", "--config", str(ROOT / "configs/quickstart/segmentation.yaml")]
+    assert args[args.index("--trainer.accelerator") + 1] == "gpu"
+
+
+def test_acceleration_benchmark_runs_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixture):
+    output = tmp_path / "figures.json"
+    variants = ["eager", "channels_last", "bf16"]  # compile is left out: its first step takes ~20 s on a CPU
+    figures = acceleration.main(
+        ["--steps", "2", "--repeats", "1", "--tasks", "classification", "--variants", *variants,
+         "--output", str(output)]
+    )  # fmt: skip
+    assert json.loads(output.read_text()) == figures
+    rows = figures["results"]["classification"]
+    assert list(rows) == variants
+    for row in rows.values():
+        assert row["stage"] == "train" and row["batch_size"] == 128 and row["timed_steps_per_round"] == 2
+        assert 0 < row["images_per_s_median_step"] <= row["images_per_s_best_step"]
+        assert len(row["images_per_s_rounds"]) == 1 and row["first_step_s"] > 0
+    assert rows["eager"]["vs_eager"] == rows["eager"]["best_vs_eager_best"] == 1.0
+    assert figures["machine"]["device"] == "cpu" and figures["machine"]["torch"]
+    assert acceleration.failures(figures) == []
+    table = capsys.readouterr().out
+    assert "| classification (LeNet-5-BN, 32 px, batch 128) | bf16 |" in table
+
+
+def test_acceleration_benchmark_refuses_fp16_on_the_cpu(capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit):
+        acceleration.main(["--variants", "fp16", "--tasks", "classification"])
+    assert "16-mixed" in capsys.readouterr().err
