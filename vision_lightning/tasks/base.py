@@ -255,18 +255,18 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
             self.log(f"{stage}/loss_{name}", value, on_epoch=True, batch_size=batch_size, sync_dist=True)
 
     def _add_to_epoch(self, name: str, value: Tensor, batch_size: int) -> None:
-        """Add a training value to its epoch's (sum over images, images) pair."""
+        """Add a training value to its epoch's (sum over images, images) pair; the count stays a
+        number until the epoch's end, so a step costs two tensor operations."""
         sums = self.__dict__.setdefault("_epoch_sums", {})
-        pair = torch.stack(
-            [value.detach().float() * batch_size, value.new_tensor(batch_size, dtype=torch.float32)]
-        )
-        sums[name] = pair if name not in sums else sums[name] + pair
+        total, images = sums.get(name, (0.0, 0))
+        sums[name] = (value.detach().float() * batch_size + total, images + batch_size)
 
     def _log_epoch_sums(self) -> None:
         """Each training value's mean over the epoch's images of every process."""
         sums, self.__dict__["_epoch_sums"] = self.__dict__.get("_epoch_sums", {}), {}
         for name in sorted(sums):  # one order on every process: each reduction meets its partners
-            total = sums[name]
+            value, images = sums[name]
+            total = torch.stack([value, value.new_tensor(float(images))])
             if self._trainer is not None and self.trainer.world_size > 1:
                 total = self.trainer.strategy.reduce(total, reduce_op="sum")
             # already global: the reduction Lightning adds changes nothing and keeps it quiet
