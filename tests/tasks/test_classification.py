@@ -197,6 +197,33 @@ def test_short_fit_learns_synthetic_shapes():
     assert test["test/acc"] > 0.6
 
 
+def test_train_metrics_cover_every_training_image_of_the_epoch():
+    """They are updated in bulk at the epoch's end (vision_lightning/metrics/buffered.py) and from
+    logits: the figures are those of updating the metrics with every batch's probabilities."""
+
+    class Outputs(pl.Callback):  # the network before each step's update: the step's own logits
+        def __init__(self) -> None:
+            self.batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            with torch.no_grad():
+                self.batches.append((pl_module(batch["image"]), batch["label"]))
+
+    pl.seed_everything(0, verbose=False)
+    dm = datamodule(samples=160, batch_size=16, num_classes=6, val_split=0.1)
+    model = ClassifierModule("lenet5", num_classes=6, optimizer=optimizer(lr=3e-3))
+    outputs = Outputs()
+    fit = trainer(max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[outputs])
+    fit.fit(model, dm)
+    reference = ClassifierModule("lenet5", num_classes=6).train_metrics
+    for logits, target in outputs.batches:
+        reference.update(logits.softmax(dim=1), target)
+    expected = reference.compute()
+    assert set(expected) == {"train/acc", "train/f1_macro", "train/top5_acc"}
+    for name, value in expected.items():
+        torch.testing.assert_close(fit.callback_metrics[name], value, msg=name)
+
+
 @pytest.mark.filterwarnings("ignore:.*module\\(s\\) in eval mode")  # the frozen backbone, on purpose
 def test_freeze_backbone_trains_the_head_only():
     pl.seed_everything(0, verbose=False)

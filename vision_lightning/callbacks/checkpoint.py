@@ -13,6 +13,15 @@ from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpo
 
 
 class ModelCheckpoint(LightningModelCheckpoint):
+    @property
+    def state_key(self) -> str:
+        """Lightning's key, made once: Lightning builds it for every hook of every step (a profiler
+        label), from settings that are fixed by then."""
+        key = self.__dict__.get("_state_key")
+        if key is None:
+            key = self.__dict__["_state_key"] = super().state_key
+        return key
+
     def _save_last_if_missed(self, trainer: pl.Trainer) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -15,9 +15,8 @@ Class names are known right after construction, so the CLI links them into the m
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import albumentations as A
 import numpy as np
 
 from vision_lightning.data.base import Split, VisionDataModule
@@ -33,6 +32,9 @@ from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.hparams import from_plain
 from vision_lightning.utils.images import drop_bad_images
 from vision_lightning.utils.transforms import build_transform
+
+if TYPE_CHECKING:  # albumentations is imported where a pipeline is built (slow: not at CLI start-up)
+    import albumentations as A
 
 LABEL_MODES = ("multiclass", "binary", "multilabel", "soft")
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
-
-import albumentations as A
+from typing import TYPE_CHECKING, Any, Literal
 
 from vision_lightning.data.base import Split, VisionDataModule
 from vision_lightning.data.datasets import FileSource, SampleSource, SegmentationDataset
@@ -35,6 +33,9 @@ from vision_lightning.data.streaming import StreamedSplit
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.images import drop_bad_images, list_images
 from vision_lightning.utils.transforms import build_transform
+
+if TYPE_CHECKING:  # albumentations is imported where a pipeline is built (slow: not at CLI start-up)
+    import albumentations as A
 
 SegmentationMode = Literal["binary", "multiclass", "multilabel"]
 
@@ -202,6 +203,8 @@ class SegmentationDataModule(VisionDataModule):
                 self._sources["predict"] = (FileSource(images, None, self.channels), keep)
 
     def _transform(self, train: bool) -> A.Compose:
+        import albumentations as A
+
         size = self.image_size
         if not self.crop:
             geometry = [A.Resize(height=size, width=size)]

@@ -15,10 +15,8 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 
-import timm
 import torch
 import torchvision
-from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
@@ -109,6 +107,8 @@ def _build_vgg(network: str, name: str, layers: Sequence[str], pretrained: bool,
 
 def _build_timm(network: str, name: str, layers: Sequence[str], pretrained: bool, weights: str | None):
     """(timm `features_only` model returning only the requested stages, their names in output order)."""
+    import timm  # on first use: timm (and huggingface_hub) would slow down CLI start-up
+
     with torch.device("meta"):  # shapes only, fast; lists every stage (features_only: its default ones)
         headless = timm.create_model(name, num_classes=0)
     available = [info["module"] for info in getattr(headless, "feature_info", [])]
@@ -154,6 +154,8 @@ def _freeze(module: nn.Module) -> nn.Module:
     -> non-persistent (see the module docstring); in-place activations off, because a returned
     activation must not be overwritten by the next layer (VGG's `ReLU(inplace=True)` would otherwise
     overwrite a requested `conv{b}_{c}` output)."""
+    from timm.layers import freeze_batch_norm_2d
+
     module = freeze_batch_norm_2d(module)
     for parent in list(module.modules()):
         for child_name, child in list(parent.named_children()):

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import segmentation_models_pytorch as smp
 import torch
 from torch import Tensor, nn
 
@@ -20,12 +19,12 @@ from vision_lightning.utils.precision import in_float32
 
 SegmentationMode = Literal["binary", "multiclass", "multilabel"]
 LOSS_NAMES = ("bce", "ce", "dice", "jaccard", "focal", "tversky", "lovasz")
-_REGION_LOSSES = {
-    "dice": smp.losses.DiceLoss,
-    "jaccard": smp.losses.JaccardLoss,
-    "focal": smp.losses.FocalLoss,
-    "tversky": smp.losses.TverskyLoss,
-    "lovasz": smp.losses.LovaszLoss,
+_REGION_LOSSES = {  # class names in smp.losses; smp is imported when one is built (it imports timm: slow)
+    "dice": "DiceLoss",
+    "jaccard": "JaccardLoss",
+    "focal": "FocalLoss",
+    "tversky": "TverskyLoss",
+    "lovasz": "LovaszLoss",
 }
 
 
@@ -153,9 +152,12 @@ def build_segmentation_loss(
                     )
                 terms[name] = BinaryCrossEntropy(pos_weight, ignore_index, **args)
             else:
+                import segmentation_models_pytorch as smp
+
                 if class_weights is not None and name != "lovasz" and mode != "binary":
                     args.setdefault("class_weights", list(class_weights))  # binary ones score one class
-                terms[name] = _REGION_LOSSES[name](mode=mode, ignore_index=ignore_index, **args)
+                region_loss = getattr(smp.losses, _REGION_LOSSES[name])
+                terms[name] = region_loss(mode=mode, ignore_index=ignore_index, **args)
         except TypeError as error:
             raise InputError(f"loss args for {name}: {error}") from None
     return CombinedLoss(terms, weights)

@@ -13,7 +13,6 @@ import difflib
 from functools import cache
 from typing import Any
 
-import segmentation_models_pytorch as smp
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -37,10 +36,17 @@ _SMP_ENCODER_STATISTICS = {
 }
 
 
+def _smp() -> Any:
+    """segmentation_models_pytorch, imported on first use: with timm it would slow down CLI start-up."""
+    import segmentation_models_pytorch
+
+    return segmentation_models_pytorch
+
+
 @cache
 def _smp_architectures() -> dict[str, str]:
     """lower-case name -> smp class name (`unetplusplus` -> `UnetPlusPlus`)."""
-    return {name: cls.__name__ for name, cls in smp.MODEL_ARCHITECTURES_MAPPING.items()}
+    return {name: cls.__name__ for name, cls in _smp().MODEL_ARCHITECTURES_MAPPING.items()}
 
 
 def available_architectures() -> list[str]:
@@ -48,7 +54,7 @@ def available_architectures() -> list[str]:
 
 
 def _check_encoder(encoder: str) -> None:
-    known = smp.encoders.get_encoder_names()
+    known = _smp().encoders.get_encoder_names()
     if encoder in known or encoder.startswith("tu-"):  # tu-<name>: any timm model through smp
         return
     close = difflib.get_close_matches(encoder, known, n=4, cutoff=0.6)
@@ -131,7 +137,7 @@ def create_segmentation_model(
         _check_encoder(encoder)
 
         def build(encoder_weights: str | None) -> nn.Module:
-            return smp.create_model(
+            return _smp().create_model(
                 key, encoder_name=encoder, encoder_weights=encoder_weights,
                 in_channels=in_channels, classes=classes, **arch_args,
             )  # fmt: skip

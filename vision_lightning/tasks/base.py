@@ -68,7 +68,7 @@ from vision_lightning.tasks.acceleration import Accelerated, CompileOptions
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.hparams import PlainHyperparameters
 from vision_lightning.utils.images import list_images, read_image
-from vision_lightning.utils.loggers import describe_run, no_default_hp_metric
+from vision_lightning.utils.loggers import StepLogGate, describe_run, no_default_hp_metric
 from vision_lightning.utils.weights import check_compatible, match_keys
 
 
@@ -126,6 +126,7 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
         self.freeze_backbone_setting = freeze_backbone
         self._lr: float | None = None
         self._batch_names = BatchNames()
+        self._loss_step_gate = StepLogGate()
         #: how evaluation prepared images (from the data module; saved in checkpoints) for `predict_images`
         self.preprocessing: dict[str, Any] = {}
 
@@ -243,9 +244,8 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
         # only rank 0 draws, reads it at the epoch's end, leaving rank 0 waiting forever for the others
         # (Lightning #19604, #21264). The per-step training value is each process's own.
         if stage == "train":
-            self.log(
-                "train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch_size
-            )
+            if self._loss_step_gate.due(self._trainer):  # the steps a logger or the progress bar shows
+                self.log("train/loss_step", loss, on_step=True, prog_bar=True, batch_size=batch_size)
             self._add_to_epoch("train/loss_epoch", loss, batch_size)
             for name, value in (parts or {}).items():
                 self._add_to_epoch(f"train/loss_{name}", value, batch_size)
@@ -255,18 +255,18 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
             self.log(f"{stage}/loss_{name}", value, on_epoch=True, batch_size=batch_size, sync_dist=True)
 
     def _add_to_epoch(self, name: str, value: Tensor, batch_size: int) -> None:
-        """Add a training value to its epoch's (sum over images, images) pair."""
+        """Add a training value to its epoch's (sum over images, images) pair; the count stays a
+        number until the epoch's end, so a step costs two tensor operations."""
         sums = self.__dict__.setdefault("_epoch_sums", {})
-        pair = torch.stack(
-            [value.detach().float() * batch_size, value.new_tensor(batch_size, dtype=torch.float32)]
-        )
-        sums[name] = pair if name not in sums else sums[name] + pair
+        total, images = sums.get(name, (0.0, 0))
+        sums[name] = (value.detach().float() * batch_size + total, images + batch_size)
 
     def _log_epoch_sums(self) -> None:
         """Each training value's mean over the epoch's images of every process."""
         sums, self.__dict__["_epoch_sums"] = self.__dict__.get("_epoch_sums", {}), {}
         for name in sorted(sums):  # one order on every process: each reduction meets its partners
-            total = sums[name]
+            value, images = sums[name]
+            total = torch.stack([value, value.new_tensor(float(images))])
             if self._trainer is not None and self.trainer.world_size > 1:
                 total = self.trainer.strategy.reduce(total, reduce_op="sum")
             # already global: the reduction Lightning adds changes nothing and keeps it quiet
@@ -500,6 +500,16 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
     def prediction_results(self, outputs: dict[str, Any]) -> list[dict[str, Any]]:
         """One result per image of a `predict_step` output."""
         raise NotImplementedError(f"{type(self).__name__} does not predict images from Python")
+
+    # ---------------------------------------------------------------- per-step cost
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets `_current_fx_name` around every hook it calls, about 40 times a training
+        # step; nn.Module's checks for parameters, buffers and submodules, none of which applies to
+        # a hook's name, make each set several times slower than a plain attribute.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
 
 class NetworkTask(BaseTask):

@@ -28,6 +28,7 @@ from torchmetrics.classification import (
     MultilabelF1Score,
 )
 
+from vision_lightning.metrics.buffered import BufferedUpdates
 from vision_lightning.models.factory import Cut, backbone_data_config, create_backbone
 from vision_lightning.models.heads import HeadName, HeadOptions, build_head, head_options
 from vision_lightning.outputs.files import CsvSink
@@ -189,6 +190,7 @@ class ClassifierModule(BaseTask):
                 metrics["auroc"] = AUROC(task="multiclass", num_classes=n, average="macro")
         collection = MetricCollection(metrics)
         self.train_metrics = collection.clone(prefix="train/")
+        self._train_updates = BufferedUpdates(self._update_train_metrics)
         self.val_metrics = collection.clone(prefix="val/")
         self.test_metrics = collection.clone(prefix="test/")
         self.val_confusion = (
@@ -230,38 +232,58 @@ class ClassifierModule(BaseTask):
             return torch.sigmoid(logits[:, 0]), target.long()
         if mode == "multilabel":
             return torch.sigmoid(logits), target.long()
-        if mode == "soft":
+        if mode == "soft":  # its AUROC needs probabilities
             return logits.softmax(dim=1), target.argmax(dim=1)
-        return logits.softmax(dim=1), target.long()
+        return logits, target.long()  # accuracy, F1 and top-k rank logits as they rank probabilities
 
     def _check_targets(self, target: Tensor) -> None:
         mode, n = self.hparams.label_mode, self.hparams.num_classes
-        if mode in ("multiclass", "binary") and target.numel() and (target.min() < 0 or target.max() >= n):
-            bad = target[(target < 0) | (target >= n)].unique().tolist()[:5]
-            raise InputError(f"labels must be class ids 0..{n - 1} (num_classes={n}), got {bad}")
+        if mode in ("multiclass", "binary") and target.numel():
+            low, high = torch.stack(torch.aminmax(target)).tolist()  # one reduction, one read back
+            if low < 0 or high >= n:
+                bad = target[(target < 0) | (target >= n)].unique().tolist()[:5]
+                raise InputError(f"labels must be class ids 0..{n - 1} (num_classes={n}), got {bad}")
         if mode in ("multilabel", "soft") and (target.ndim != 2 or target.shape[1] != n):
             raise InputError(
                 f"label_mode {mode} needs label rows of {n} values, got shape {list(target.shape)}"
             )
 
     # ---------------------------------------------------------------- steps
-    def _shared_step(self, batch: Any, stage: str) -> tuple[dict[str, Any], Tensor, Tensor, Tensor, Tensor]:
-        """(batch as a dict, loss, logits, metric predictions, metric targets); logs the loss."""
+    def _shared_step(self, batch: Any, stage: str) -> tuple[dict[str, Any], Tensor, Tensor]:
+        """(batch as a dict, loss, logits); logs the loss."""
         batch = self.unpack(batch, "label")
         images, target = batch["image"], batch["label"]
         self._check_targets(target)
         logits = self(images)
         loss = self._loss(logits, target)
-        predictions, metric_target = self._metric_inputs(logits.detach(), target)
-        getattr(self, f"{stage}_metrics").update(predictions, metric_target)
         self.log_loss(stage, loss, len(images))
-        return batch, loss, logits, predictions, metric_target
+        return batch, loss, logits
+
+    def _evaluation_step(self, batch: Any, stage: str) -> tuple[dict[str, Any], Tensor, Tensor, Tensor]:
+        """(batch as a dict, logits, metric predictions, metric targets); updates the stage's metrics."""
+        batch, _, logits = self._shared_step(batch, stage)
+        predictions, target = self._metric_inputs(logits.detach(), batch["label"])
+        getattr(self, f"{stage}_metrics").update(predictions, target)
+        return batch, logits, predictions, target
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")[1]
+        batch, loss, logits = self._shared_step(batch, "train")
+        self._train_updates.add(logits, batch["label"])  # applied in bulk: metrics/buffered.py
+        return loss
+
+    def _update_train_metrics(self, logits: Tensor, target: Tensor) -> None:
+        self.train_metrics.update(*self._metric_inputs(logits, target))
+
+    def on_fit_start(self) -> None:
+        self._train_updates.clear()  # left over from an interrupted run
+        super().on_fit_start()
+
+    def on_train_epoch_end(self) -> None:
+        self._train_updates.flush()
+        super().on_train_epoch_end()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        batch, _, logits, predictions, target = self._shared_step(batch, "val")
+        batch, logits, predictions, target = self._evaluation_step(batch, "val")
         if self.val_confusion is not None:  # binary predictions are P(positive), the others rows
             classes = predictions.argmax(dim=1) if predictions.ndim == 2 else (predictions > 0.5).long()
             self.val_confusion.update(classes, target)
@@ -280,7 +302,7 @@ class ClassifierModule(BaseTask):
             }
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+        self._evaluation_step(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """`{"path": names, "probs": (N, num_classes)}`; names by index when the batch has no paths."""

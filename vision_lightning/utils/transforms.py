@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import albumentations as A
-from albumentations.pytorch import ToTensorV2
+if TYPE_CHECKING:  # albumentations is imported where a pipeline is built (slow: not at CLI start-up)
+    import albumentations as A
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,6 +42,9 @@ def build_transform(
     images). A mask passed along (`transform(image=..., mask=...)`) follows every geometric step
     with nearest-neighbour sampling and comes out as a tensor, channels first when it has any.
     """
+    import albumentations as A
+    from albumentations.pytorch import ToTensorV2
+
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     if geometry is not None:
         steps = list(geometry)
