@@ -41,7 +41,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch._inductor.utils import fresh_inductor_cache
 from torch.utils.data import DataLoader, Dataset
 
 if not __package__:  # run as `python benchmarks/acceleration.py`: the other benchmarks are siblings
@@ -384,6 +383,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--variants fp16 (16-mixed) runs on CUDA only; use bf16 on a CPU")
     if args.threads:
         torch.set_num_threads(args.threads)
+    from torch._inductor.utils import fresh_inductor_cache  # torch's own helper, used by its tests
+
     quiet_lightning()
     started = time.perf_counter()
     results = {}
