@@ -20,7 +20,7 @@ over eager of both. Steps after `--warmup` untimed ones count; the first step's 
 for `compile`) is reported separately, from an empty compile cache unless `--warm-compile-cache`.
 
     python benchmarks/acceleration.py [--tasks classification ...] [--repeats 3] [--steps N]
-        [--device cpu|cuda] [--variants eager channels_last ...] [--output FILE.json]
+        [--device cpu|cuda] [--variants eager channels_last ...] [--threads N] [--output FILE.json]
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch._inductor.utils import fresh_inductor_cache
 from torch.utils.data import DataLoader, Dataset
 
 if not __package__:  # run as `python benchmarks/acceleration.py`: the other benchmarks are siblings
@@ -367,6 +366,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="untimed steps at the start of each round (default: 1, CUDA 3)",
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
         "--warm-compile-cache",
         action="store_true",
@@ -381,6 +381,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--device cuda: no CUDA device is visible to torch; use --device cpu")
     if "fp16" in args.variants and args.device != "cuda":
         parser.error("--variants fp16 (16-mixed) runs on CUDA only; use bf16 on a CPU")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from torch._inductor.utils import fresh_inductor_cache  # torch's own helper, used by its tests
+
     quiet_lightning()
     started = time.perf_counter()
     results = {}
