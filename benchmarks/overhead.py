@@ -1,17 +1,21 @@
-"""What Lightning and the task add per training step: `trainer.fit` against a hand-written loop on
-the same model, loader and optimizer, run alternately in this one process.
+"""What Lightning and the library add to a training step: `trainer.fit` against a hand-written
+loop on the same model, loader and optimizer, run in turn in this one process.
 
-The model, the optimizer and the Trainer (with the CLI's callbacks and TensorBoard logger) come from
-configs/classification/cifar10_folder.yaml, built by the CLI as `fit --config` builds them; the
-hand-written loop is `plain_loop_throughput` of benchmarks/classification.py. By default the
-training batches are random tensors already in memory, cut by index, so the loader costs next to
-nothing and the comparison shows the per-step cost of the library; `--data-root` trains on the
-recipe's CIFAR-10 subset through its own data module instead. Validation is off in both, so only
-training steps are timed. Each repetition runs both, in alternating order, on a freshly built model;
-the figure is the median (and range) of the per-repetition ratio Lightning / plain of training
-images per second, counted over the epochs after the first (warm-up) one.
+Three runs per repetition, each first, second and last in turn:
+- `task`: the recipe configs/classification/cifar10_folder.yaml as `fit --config` builds it (the
+  CLI's Trainer, callbacks, TensorBoard logger and progress bar; the task's metrics and logging),
+  without its learning-rate schedule, which the other two do not step;
+- `minimal`: Lightning's floor, the same network, loss and optimizer in the smallest LightningModule
+  under a Trainer without logger, checkpoints, progress bar or callbacks;
+- `plain`: the hand-written loop, `plain_loop_throughput` of benchmarks/classification.py.
+Throughput is training images per second over the epochs after the first (warm-up) one, epoch-end
+work included; validation is off. By default the batches are random images already in memory,
+drawn by index, so the loader costs next to nothing and an epoch is as long as CIFAR-10's (50,000
+images); `--data-root` trains on the recipe's CIFAR-10 subset (4,500 images, cached decoded) through
+its own data module instead. The figures are the median and range over repetitions of each run's
+images per second and of the ratios task / plain and minimal / plain.
 
-    python benchmarks/overhead.py [--repeats 5] [--epochs 4] [--data-root ../shared/data]
+    python benchmarks/overhead.py [--repeats 6] [--threads 1] [--data-root ../shared/data] [--trainer.X Y]
 """
 
 from __future__ import annotations
@@ -27,11 +31,14 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.classification` as a script too
 from benchmarks.classification import Throughput, from_config, plain_loop_throughput  # noqa: E402
+from vision_lightning import ClassifierModule  # noqa: E402
+from vision_lightning.optim import build_optimizer  # noqa: E402
 
 SYNTHETIC_SOURCE = json.dumps(
     {
@@ -78,19 +85,56 @@ class InMemoryBatches(pl.LightningDataModule):
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+#: the contestants: the recipe's task and Trainer as the CLI builds them, Lightning's floor, the plain loop
+KINDS = ["task", "minimal", "plain"]
 
 
-def lightning_throughput(cli, data: pl.LightningDataModule, clock: Callable[[], float]) -> float:
+class MinimalModule(pl.LightningModule):
+    """Lightning's own floor: the task's network, loss and optimizer in the smallest LightningModule,
+    trained by a Trainer without logger, checkpoints, progress bar or other callbacks."""
+
+    def __init__(self, task: ClassifierModule) -> None:
+        super().__init__()
+        self.backbone, self.head = task.backbone, task.head
+        self.task = [task]  # not a submodule: only its optimizer factory and parameter groups are used
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.backbone(images))
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        smoothing = self.task[0].hparams.label_smoothing
+        return F.cross_entropy(self(batch["image"]), batch["label"], label_smoothing=smoothing)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        task = self.task[0]
+        return build_optimizer(task.optimizer_factory, task.parameter_groups())
+
+
+def fit_throughput(
+    trainer: pl.Trainer, model: pl.LightningModule, data: pl.LightningDataModule, clock: Callable[[], float]
+) -> float:
     """Train images/s of `trainer.fit` over the epochs after the first."""
     counter = Throughput(clock)
-    cli.trainer.callbacks.append(counter)
-    cli.trainer.fit(cli.model, data)
+    trainer.callbacks.append(counter)
+    trainer.fit(model, data)
     return counter.images / counter.seconds
+
+
+def minimal_throughput(cli, data: pl.LightningDataModule, epochs: int, clock: Callable[[], float]) -> float:
+    trainer = pl.Trainer(
+        max_epochs=epochs, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
+    )  # fmt: skip
+    return fit_throughput(trainer, MinimalModule(cli.model), data, clock)
 
 
 def build(run: str, epochs: int, data_root: Path | None, images: int, extra: list[str]):
     """(CLI with model and Trainer of the recipe, the data to train on)."""
-    overrides = ["--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "true", *extra]
+    overrides = [
+        "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "true",
+        "--model.init_args.lr_scheduler", "null",  # the hand-written loop steps no schedule either
+        *extra,
+    ]  # fmt: skip
     if data_root is None:  # the recipe's model and trainer; the data module only names 10 classes
         overrides += ["--data.init_args.source", SYNTHETIC_SOURCE]
         cli = from_config(Path("."), run, epochs, overrides)
@@ -114,7 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeats", type=int, default=5, help="repetitions of the pair (Lightning, plain)")
+    parser.add_argument("--repeats", type=int, default=6, help="repetitions of the three runs")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run, the first one warm-up")
     parser.add_argument(
         "--images", type=int, default=50_000, help="synthetic training images per epoch (CIFAR-10's 50,000)"
@@ -139,18 +183,20 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     clock = CLOCKS[args.clock]
-    lightning, plain = [], []
+    speeds: dict[str, list[float]] = {kind: [] for kind in KINDS}
     with tempfile.TemporaryDirectory() as run:
         for repeat in range(args.repeats):
             cli, data = build(f"{run}/{repeat}", args.epochs, args.data_root, args.images, args.overrides)
-            first, second = ("lightning", "plain") if repeat % 2 == 0 else ("plain", "lightning")
-            for kind in (first, second):
-                if kind == "lightning":
-                    lightning.append(lightning_throughput(cli, data, clock))
+            for kind in KINDS[repeat % 3 :] + KINDS[: repeat % 3]:  # each goes first, second and last
+                if kind == "task":
+                    speed = fit_throughput(cli.trainer, cli.model, data, clock)
+                elif kind == "minimal":
+                    speed = minimal_throughput(cli, data, args.epochs, clock)
                 else:
-                    plain.append(plain_loop_throughput(cli.model, data, args.epochs - 1, clock))
+                    speed = plain_loop_throughput(cli.model, data, args.epochs - 1, clock)
+                speeds[kind].append(speed)
             print(
-                f"repeat {repeat}: Lightning {lightning[-1]:.0f} img/s, plain {plain[-1]:.0f} img/s",
+                f"repeat {repeat}: " + ", ".join(f"{kind} {speeds[kind][-1]:.0f} img/s" for kind in KINDS),
                 flush=True,
             )
     figures = {
@@ -159,10 +205,10 @@ def main() -> None:
         "epochs": args.epochs,
         "overrides": args.overrides,
         "clock": args.clock,
-        "lightning_images_per_s": spread(lightning),
-        "plain_images_per_s": spread(plain),
-        "ratio_lightning_to_plain": spread([a / b for a, b in zip(lightning, plain)]),
         "torch_threads": torch.get_num_threads(),
+        **{f"{kind}_images_per_s": spread(values) for kind, values in speeds.items()},
+        "ratio_task_to_plain": spread([a / b for a, b in zip(speeds["task"], speeds["plain"])]),
+        "ratio_minimal_to_plain": spread([a / b for a, b in zip(speeds["minimal"], speeds["plain"])]),
     }
     print(json.dumps(figures, indent=2))
     if args.output:

@@ -8,6 +8,8 @@ to memory, then moves the file into place in one filesystem transaction).
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 
@@ -21,6 +23,11 @@ class ModelCheckpoint(LightningModelCheckpoint):
         if key is None:
             key = self.__dict__["_state_key"] = super().state_key
         return key
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self._every_n_train_steps < 1 and self._train_time_interval is None:
+            return  # no saving by steps or time: Lightning would check its state every step to no end
+        super().on_train_batch_end(trainer, pl_module, *args)
 
     def _save_last_if_missed(self, trainer: pl.Trainer) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
