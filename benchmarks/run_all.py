@@ -9,7 +9,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["classification.py", "segmentation.py", "superres.py", "features.py"]
-WITHOUT_DATA = ["finetuning.py", "acceleration.py", "overhead.py", "startup.py"]  # synthetic images or none: no --data-root
+# synthetic images or none: no --data-root
+WITHOUT_DATA = ["finetuning.py", "acceleration.py", "overhead.py", "startup.py"]
 
 
 def main() -> None:
