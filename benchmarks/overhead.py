@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.classification` as a script too
 from benchmarks.classification import Throughput, from_config, plain_loop_throughput  # noqa: E402
+from benchmarks.startup import spread  # noqa: E402
 from vision_lightning import ClassifierModule  # noqa: E402
 from vision_lightning.optim import build_optimizer  # noqa: E402
 
@@ -144,14 +144,6 @@ def build(run: str, epochs: int, data_root: Path | None, images: int, extra: lis
         data_root / "cifar10-small", run, epochs, ["--data.init_args.cache_images", "true", *overrides]
     )
     return cli, cli.datamodule
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    return {
-        "median": round(statistics.median(values), 3),
-        "min": round(min(values), 3),
-        "max": round(max(values), 3),
-    }
 
 
 def main() -> None:

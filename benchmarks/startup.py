@@ -40,7 +40,8 @@ def timed_run(command: list[str]) -> tuple[float, float]:
     return usage.ru_utime + usage.ru_stime, wall
 
 
-def summary(values: list[float]) -> dict[str, float]:
+def spread(values: list[float]) -> dict[str, float]:
+    """Median and range of repeated measurements, rounded (also used by overhead.py)."""
     return {
         "median": round(statistics.median(values), 3),
         "min": round(min(values), 3),
@@ -71,16 +72,16 @@ def main() -> None:
         ratios_wall.append(wall["cli_help"][-1] / wall["lightning_import"][-1])
     figures = {
         "repeats": args.repeats,
-        "cpu_s": {name: summary(values) for name, values in cpu.items()},
-        "wall_s": {name: summary(values) for name, values in wall.items()},
+        "cpu_s": {name: spread(values) for name, values in cpu.items()},
+        "wall_s": {name: spread(values) for name, values in wall.items()},
         "ratio_cpu_of_medians": round(
             statistics.median(cpu["cli_help"]) / statistics.median(cpu["lightning_import"]), 3
         ),
         "ratio_wall_of_medians": round(
             statistics.median(wall["cli_help"]) / statistics.median(wall["lightning_import"]), 3
         ),
-        "ratio_cpu_per_pair": summary(ratios_cpu),
-        "ratio_wall_per_pair": summary(ratios_wall),
+        "ratio_cpu_per_pair": spread(ratios_cpu),
+        "ratio_wall_per_pair": spread(ratios_wall),
     }
     print(json.dumps(figures, indent=2))
     if args.output:

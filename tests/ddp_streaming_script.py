@@ -17,27 +17,15 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+from tests.distributed_helpers import SeenPaths
 from vision_lightning import ClassifierModule
 from vision_lightning.data import ImageClassificationDataModule, StreamingClassification
 
 
-class Record(pl.Callback):
+class Record(SeenPaths):
     def __init__(self, out: Path) -> None:
+        super().__init__()
         self.out = out
-        self.train: list[list[str]] = []
-        self.val: list[list[str]] = []
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.train.append([])
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.train[-1] += batch["path"]
-
-    def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self.val.append([])
-
-    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
-        self.val[-1] += batch["path"]
 
     def on_fit_end(self, trainer, pl_module) -> None:
         record = {

@@ -34,3 +34,24 @@ class RecordMetrics(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.training and not trainer.sanity_checking:
             self._write(trainer, "validate")
+
+
+class SeenPaths(pl.Callback):
+    """The paths of every training batch, per epoch, and of every validation run (the streaming tests
+    check each sample is read once per epoch, also per rank under DDP)."""
+
+    def __init__(self) -> None:
+        self.train: list[list[str]] = []
+        self.val: list[list[str]] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.train.append([])
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.train[-1] += batch["path"]
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self.val.append([])
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.val[-1] += batch["path"]

@@ -16,13 +16,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import albumentations as A
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from tests.conftest import cpu_trainer, run_cli, write_csv
+from tests.distributed_helpers import SeenPaths
 from vision_lightning import ClassifierModule, ProgressiveResizing, SegmentationModule
 from vision_lightning.data import (
     CsvLabels,
@@ -146,29 +146,9 @@ def test_chunks_hold_the_files_own_bytes(folder, folder_chunks):
     assert CLASSES[label] == Path(name).parent.name
 
 
-class Seen(pl.Callback):
-    """The paths of every training batch, per epoch, and of every validation run."""
-
-    def __init__(self) -> None:
-        self.train: list[list[str]] = []
-        self.val: list[list[str]] = []
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.train.append([])
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.train[-1] += batch["path"]
-
-    def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self.val.append([])
-
-    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
-        self.val[-1] += batch["path"]
-
-
 def test_training_streams_every_sample_once_per_epoch_in_a_new_order(folder_chunks):
     dm = classification(StreamingClassification(str(folder_chunks)), predict_splits=["train", "val"])
-    seen = Seen()
+    seen = SeenPaths()
     model = ClassifierModule("lenet5", num_classes=3, log_images=0)
     trainer = cpu_trainer(max_epochs=3, num_sanity_val_steps=0, callbacks=[seen])
     trainer.fit(model, dm)
