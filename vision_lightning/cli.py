@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from jsonargparse import Namespace
+from jsonargparse import ArgumentError, Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
@@ -36,10 +36,13 @@ import vision_lightning  # noqa: F401  (registers the modules and data modules f
 from vision_lightning.callbacks.checkpoint import ModelCheckpoint
 from vision_lightning.callbacks.prediction_writer import PredictionWriter
 from vision_lightning.callbacks.progress_bar import ThrottledProgressBar
+from vision_lightning.cli_errors import VisionArgumentParser, concise, config_files
 from vision_lightning.data import ImageClassificationDataModule, SegmentationDataModule
 from vision_lightning.lr_find import VisionTrainer
 from vision_lightning.tasks.loading import load_task
+from vision_lightning.utils.checkpoints import check_task_class, read_checkpoint
 from vision_lightning.utils.errors import InputError, MissingInputError
+from vision_lightning.utils.paths import check_output_folder
 
 DATA_TO_MODEL_LINKS = {
     "num_classes": "num_classes",
@@ -102,6 +105,8 @@ def _run_folder(trainer: pl.Trainer) -> Path | None:
 class VisionCLI(LightningCLI):
     def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_callback", SaveRunConfig)
+        kwargs.setdefault("parser_class", VisionArgumentParser)
+        self._config_files = config_files(list(sys.argv[1:] if args is None else args))
         super().__init__(
             pl.LightningModule,
             pl.LightningDataModule,
@@ -112,6 +117,38 @@ class VisionCLI(LightningCLI):
             run=run,
             **kwargs,
         )
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        parser = super().init_parser(**kwargs)
+        parser.config_files = self._config_files  # named in a YAML syntax error
+        return parser
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's (the checkpoint's hyperparameters become the model's arguments), with a bad
+        file or another task's checkpoint named in one sentence, and the file read once, mapped."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or str(ckpt_path) in ("last", "best", "hpc", "registry"):
+            return
+        checkpoint = read_checkpoint(ckpt_path, mmap=True)
+        model = self.config[subcommand].get("model")
+        if isinstance(model, Namespace) and model.get("class_path"):
+            check_task_class(checkpoint, ckpt_path, model.class_path)
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.parser.exit_on_error = False
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except ArgumentError as error:
+            raise InputError(
+                f"checkpoint {ckpt_path} holds hyperparameters this model does not take: {concise(str(error))}"
+            ) from None
+        finally:
+            self.parser.exit_on_error = True
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -161,6 +198,7 @@ class VisionCLI(LightningCLI):
         self._default_logger(config)
         if self.subcommand:
             self._no_weights_before_checkpoint(config, predicting=self.subcommand == "predict")
+        self._check_output_folders(config)
 
     @staticmethod
     def _hand_optimizer_to_model(config: Any) -> None:
@@ -176,6 +214,14 @@ class VisionCLI(LightningCLI):
                 raise InputError(f"--{key} is given, but the model has no {key} argument to take it")
             init_args[key] = value
             config[key] = None
+
+    @staticmethod
+    def _check_output_folders(config: Any) -> None:
+        """A folder the run will write to that is a file, or cannot be written, named before any work."""
+        for key in ("trainer.default_root_dir", "checkpoint.dirpath", "prediction_writer.output_dir"):
+            value = config.get(key)
+            if value:
+                check_output_folder(value, f"--{key}")
 
     @staticmethod
     def _default_logger(config: Any) -> None:
@@ -258,7 +304,7 @@ def _data_section(argv: list[str]) -> list[str]:
 def convert_command(argv: list[str]) -> None:
     """`convert [--config FILE] [--data.* ...] --output ROOT`: the data module's splits written as
     LitData chunks, for StreamingClassification / StreamingSegmentation (data/streaming_convert.py)."""
-    from jsonargparse import ArgumentError, ArgumentParser
+    from jsonargparse import ArgumentParser
 
     from vision_lightning.data.streaming_convert import convert
 

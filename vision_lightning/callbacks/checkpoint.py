@@ -13,6 +13,8 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 
+from vision_lightning.utils.paths import check_output_folder
+
 
 class ModelCheckpoint(LightningModelCheckpoint):
     @property
@@ -23,6 +25,11 @@ class ModelCheckpoint(LightningModelCheckpoint):
         if key is None:
             key = self.__dict__["_state_key"] = super().state_key
         return key
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and self.dirpath is not None:
+            check_output_folder(self.dirpath, "checkpoint folder")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         if self._every_n_train_steps < 1 and self._train_time_interval is None:

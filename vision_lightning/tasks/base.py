@@ -49,7 +49,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.fabric.utilities.cloud_io import _load as pl_load
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
@@ -65,6 +64,7 @@ from vision_lightning.optim import (
 from vision_lightning.optim.factories import factory_argument, resolve_factory
 from vision_lightning.outputs.files import BatchNames
 from vision_lightning.tasks.acceleration import Accelerated, CompileOptions
+from vision_lightning.utils.checkpoints import check_task_class, guard_checkpoint_loading, read_checkpoint
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.hparams import PlainHyperparameters
 from vision_lightning.utils.images import list_images, read_image
@@ -355,6 +355,7 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
         self.compile_networks_instead()
         if self._trainer is None:  # called by hand, outside a Trainer: nothing to read from it
             return
+        guard_checkpoint_loading(self._trainer)
         no_default_hp_metric(self._trainer)
         datamodule = getattr(self._trainer, "datamodule", None)
         if callable(getattr(datamodule, "preprocessing", None)):
@@ -388,6 +389,7 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
         checkpoint["state_dict"] = state_dict
         differences = _architecture_differences(checkpoint.get("hyper_parameters", {}), self.hparams)
         path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+        check_task_class(checkpoint, path or "", type(self))
         source = f"checkpoint {path}" if path else "checkpoint"
         source += f" trained with {', '.join(differences)}" if differences else ""
         check_compatible(self, state_dict, source, strict=self.strict_loading)
@@ -423,6 +425,11 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
             raise InputError(
                 "vision_lightning checkpoints hold only weights and plain values: load them with weights_only=True"
             )
+        check_task_class(
+            read_checkpoint(checkpoint_path, mmap=True),
+            checkpoint_path,
+            f"{cls.__module__}.{cls.__qualname__}",
+        )
         parameters = inspect.signature(cls.__init__).parameters
         for key, value in (("pretrained", False), ("weights", None)):
             if key in parameters:
@@ -432,9 +439,7 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
                 checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs
             )
         except InputError as error:
-            trained = pl_load(checkpoint_path, map_location="cpu", weights_only=True).get(
-                "hyper_parameters", {}
-            )
+            trained = read_checkpoint(checkpoint_path, mmap=True).get("hyper_parameters", {})
             differences = _architecture_differences(trained, kwargs)
             if not differences:
                 raise

@@ -305,5 +305,7 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 def read_style_image(path: str | Path, style_size: int | None = None) -> torch.Tensor:
     """The style image at `path` as (1, 3, H, W) float in [0, 1], its shorter side resized to `style_size`."""
+    if not Path(path).is_file():
+        raise MissingInputError(f"style image {path} does not exist")
     style = to_float_tensor(read_image(path))[None]
     return resize_shorter_side(style, style_size) if style_size else style
