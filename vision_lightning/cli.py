@@ -332,8 +332,7 @@ def convert_command(argv: list[str]) -> None:
     except ArgumentError as error:
         if _input_error(error) is not None:
             raise
-        parser.exit_on_error = True
-        parser.error(str(error))  # usage and the message, exit status 2
+        raise InputError(concise(str(error), parser, config_files(argv))) from None
     data = parser.instantiate_classes(config).data
     sizes = convert(data, config.output, config.workers, config.chunk_bytes, config.storage_options)
     counts = ", ".join(f"{count} {split}" for split, count in sizes.items())
