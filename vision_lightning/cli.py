@@ -29,6 +29,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from jsonargparse import ArgumentError, Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
@@ -252,11 +253,13 @@ class VisionCLI(LightningCLI):
                 init_args[key] = value
 
 
-def _input_error(error: BaseException | None) -> InputError | None:
-    """Our own error behind `error`: jsonargparse re-raises errors of constructors as its own."""
+def _input_error(error: BaseException | None) -> Exception | None:
+    """Our own error behind `error` (jsonargparse re-raises errors of constructors as its own), or
+    Lightning's MisconfigurationException: a Trainer setting that cannot work (`max_epochs: -5`,
+    `accelerator: gpu` without one) is bad input too."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, InputError):
+        if isinstance(error, (InputError, MisconfigurationException)):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
@@ -361,7 +364,7 @@ def main(args: Any = None) -> None:
         cause = _input_error(error)
         if cause is None:
             raise
-        print(f"error: {cause}", file=sys.stderr)
+        print(f"error: {' '.join(str(cause).split())}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -72,21 +72,51 @@ def _unknown_class_argument(lines: list[str]) -> str | None:
     return None
 
 
-def _bad_value(key: str, first: str, lines: list[str]) -> str:
-    details = [
-        line.strip().lstrip("- ").strip()
-        for line in lines[1:]
-        if line.strip() and not any(noise in line for noise in _NOISE)
-    ]
-    given = next((m.group("value") for line in details if (m := _GIVEN.match(line))), None)
-    reasons = [
-        line
-        for line in details
-        if not line.startswith(("Given value", "Subtypes:", "Errors:", "Problem with given class_path"))
-    ]
-    reason = reasons[0] if reasons else first or "not a valid value"
-    reason = reason.replace("Expected a <class '", "expected ").replace("'>", "")
-    return f"{key}: {reason}" + (f", got {given}" if given is not None else "")
+_NOT_A_REASON = (
+    "Does not validate",
+    "Subtypes:",
+    "Errors:",
+    "Given value",
+    "Problem with given class_path",
+    "Parser key",
+    "Expected a <class 'NoneType'>",
+    "Expected a path but",
+    "Expected a dot import path",
+    "Type typing.",
+)
+_GIVEN_CLASS = re.compile(r"class_path='(?P<cls>[^']+)'")
+_NESTED_VALUE = re.compile(r"^NestedArg\(key='[^']*', val='(?P<val>.*)'\)$")
+_REQUIRED = "the following arguments are required"
+
+
+def _bad_value(lines: list[str]) -> str:
+    """`model.lr_scheduler (StepLR): the following arguments are required: step_size` or
+    `model.optimizer.lr: expected float, got abc` from a nested report: the chain of keys, the
+    innermost reason, the value given there."""
+    text = re.sub(r'(Parser key "[^"]+":)', r"\n\1\n", "\n".join(lines))
+    stripped = [line.strip().lstrip("- ").strip() for line in text.splitlines() if line.strip()]
+    keys, last_key = [], 0
+    for index, line in enumerate(stripped):
+        key = _PARSER_KEY.match(line)
+        if key:
+            keys.append(key.group("key"))
+            last_key = index
+    inner = stripped[last_key + 1 :]
+    reason = next((line[line.index(_REQUIRED) :] for line in inner if _REQUIRED in line), None)
+    reason = reason or next((line for line in inner if not line.startswith(_NOT_A_REASON)), "")
+    reason = re.sub(r"Expected a <class '([^']+)'>", r"expected \1", reason) or "not a valid value"
+    where = ".".join(keys)
+    given = next((m.group("value") for line in inner if (m := _GIVEN.match(line))), None)
+    if given is not None and "Got value" not in reason:
+        value = given.split(". Got value:")[0]
+        nested = _NESTED_VALUE.match(value)
+        value = nested.group("val") if nested else value
+        given_class = _GIVEN_CLASS.search(value) if value.startswith("Namespace(") else None
+        if given_class:
+            where += f" ({given_class.group('cls').rsplit('.', 1)[-1]})"
+        elif len(value) <= 60:
+            reason += f", got {value}"
+    return f"{where}: {reason}"
 
 
 def concise(message: str, parser: Any = None, config_files: Iterable[str] = ()) -> str:
@@ -108,7 +138,7 @@ def concise(message: str, parser: Any = None, config_files: Iterable[str] = ()) 
     if key:
         if key.group("key") == "config":
             return key.group("rest").replace("File does not exist", "config file does not exist")
-        return _bad_value(key.group("key"), key.group("rest"), lines)
+        return _bad_value(lines)
     return " ".join(line.strip() for line in lines)
 
 

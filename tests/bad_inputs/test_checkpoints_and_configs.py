@@ -223,3 +223,22 @@ def test_a_checkpoint_folder_under_a_file_is_refused_through_python(tmp_path):
     )
     with pytest.raises(InputError, match="checkpoint folder .* is a file, not a folder"):
         trainer.fit(model, datamodule=data)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--model.init_args.lr_scheduler", "{class_path: torch.optim.lr_scheduler.StepLR}"],
+         "error: model.lr_scheduler (StepLR): the following arguments are required: step_size"),
+        (["--model.init_args.optimizer.init_args.lr", "fast"], "error: model.optimizer.lr: expected float, got fast"),
+        (["--data.init_args.source.init_args.samples", "many"], "error: data.source.samples: expected int"),
+        (["--trainer.max_epochs", "-5"], "error: `max_epochs` must be a non-negative integer or -1. You passed in -5."),
+        (["--trainer.accelerator", "mps"], "error: `MPSAccelerator` can not run on your system"),
+    ],
+    ids=["scheduler argument missing", "learning rate not a number", "nested source value", "max_epochs negative",
+         "accelerator absent"],
+)  # fmt: skip
+def test_values_that_cannot_work_are_one_line(args, expected, tmp_path, capsys):
+    line = _one_line_exit_2(capsys, "fit", "--config", CLASSIFICATION, "--trainer.default_root_dir", tmp_path,
+                            *QUIET, *TINY, *args)  # fmt: skip
+    assert line.startswith(expected), line
