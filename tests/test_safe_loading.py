@@ -16,7 +16,7 @@ from vision_lightning import ClassifierModule, FeatureExtractModule
 from vision_lightning.data import ImageClassificationDataModule
 from vision_lightning.data.classification_sources import SyntheticShapes
 from vision_lightning.tasks.loading import load_task
-from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.errors import CheckpointError, InputError
 from vision_lightning.utils.weights import load_weights
 
 
@@ -51,7 +51,7 @@ def test_the_crafted_file_does_run_code_when_loaded_the_default_way(crafted):
 
 def _refused(load, crafted) -> None:
     path, marker = crafted
-    with pytest.raises(InputError, match=f"checkpoint {path} holds Python objects other than weights"):
+    with pytest.raises(CheckpointError, match=f"checkpoint {path} holds Python objects other than weights"):
         load(path)
     assert not marker.exists()
 

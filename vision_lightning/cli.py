@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning.pytorch as pl
 from jsonargparse import ArgumentError, Namespace
@@ -266,11 +266,18 @@ def _input_error(error: BaseException | None) -> Exception | None:
     return None
 
 
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose mistakes are one line naming the option (an InputError), like the rest."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{self.prog.split()[-1]}: {message} (--help lists the options)")
+
+
 def predict_images_command(argv: list[str]) -> None:
     """`predict_images --ckpt_path FILE --images PATH [--output_dir DIR] [--batch_size N]`: the
     checkpoint's task predicts the images with the preprocessing saved in it; files as `predict`
     writes them."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m vision_lightning predict_images", description=predict_images_command.__doc__
     )
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by fit")

@@ -242,3 +242,20 @@ def test_values_that_cannot_work_are_one_line(args, expected, tmp_path, capsys):
     line = _one_line_exit_2(capsys, "fit", "--config", CLASSIFICATION, "--trainer.default_root_dir", tmp_path,
                             *QUIET, *TINY, *args)  # fmt: skip
     assert line.startswith(expected), line
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [(["--images", "x"], "error: predict_images: the following arguments are required: --ckpt_path"),
+     (["--ckpt_path", "x", "--images", "y", "--batch_size", "q"], "error: predict_images: argument --batch_size")],
+    ids=["checkpoint missing", "batch size not a number"],
+)  # fmt: skip
+def test_predict_images_options_are_one_line(args, expected, capsys):
+    assert _one_line_exit_2(capsys, "predict_images", *args).startswith(expected)
+
+
+def test_checkpoint_errors_are_one_type_python_callers_can_catch(checkpoints):
+    from vision_lightning import CheckpointError
+
+    with pytest.raises(CheckpointError):
+        load_task(checkpoints["random bytes"])

@@ -18,7 +18,7 @@ import lightning.pytorch as pl
 from lightning.fabric.utilities.cloud_io import _load as pl_load
 from lightning.pytorch.plugins.io.wrapper import _WrappingCheckpointIO
 
-from vision_lightning.utils.errors import InputError, MissingInputError
+from vision_lightning.utils.errors import CheckpointError, MissingInputError
 from vision_lightning.utils.hparams import import_path, trusted_class_path
 
 
@@ -33,13 +33,13 @@ def _is_remote(path: str | Path) -> bool:
 
 def _check_local_file(path: Path, what: str) -> None:
     if path.is_dir():
-        raise InputError(
+        raise CheckpointError(
             f"{what} {path} is a folder, not a checkpoint file: give a file inside it (such as last.ckpt)"
         )
     if not path.is_file():
         raise MissingInputError(f"{what} {path} does not exist")
     if path.stat().st_size == 0:
-        raise InputError(f"{what} {path} is empty (0 bytes): it was never written completely")
+        raise CheckpointError(f"{what} {path} is empty (0 bytes): it was never written completely")
 
 
 def _why_unreadable(path: str | Path, error: BaseException) -> str:
@@ -57,7 +57,7 @@ def _why_unreadable(path: str | Path, error: BaseException) -> str:
 def read_checkpoint(
     path: str | Path, map_location: Any = "cpu", what: str = "checkpoint", mmap: bool = False
 ) -> dict[str, Any]:
-    """A checkpoint's contents read with `weights_only=True`, or one sentence (InputError) naming
+    """A checkpoint's contents read with `weights_only=True`, or one sentence (CheckpointError, MissingInputError) naming
     `path` and why it cannot be used: missing, a folder, empty, cut short, not a checkpoint, or
     holding objects that only an unsafe load could build. `mmap` maps tensors instead of reading
     them (cheap checks of a local file's metadata)."""
@@ -72,9 +72,9 @@ def read_checkpoint(
         else:
             data = pl_load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
-        raise InputError(f"{what} {path} {_why_unreadable(path, error)}") from None
+        raise CheckpointError(f"{what} {path} {_why_unreadable(path, error)}") from None
     if not isinstance(data, Mapping):
-        raise InputError(f"{what} {path} is not a Lightning checkpoint (it holds a {type(data).__name__})")
+        raise CheckpointError(f"{what} {path} is not a Lightning checkpoint (it holds a {type(data).__name__})")
     return dict(data)
 
 
@@ -102,7 +102,7 @@ def check_task_class(checkpoint: Mapping[str, Any], path: str | Path, model_clas
         return
     if issubclass(model, written_by) or issubclass(written_by, model):
         return
-    raise InputError(
+    raise CheckpointError(
         f"checkpoint {path} was written by {written_by.__name__}, not {model.__name__}: use the "
         f"config it was trained with, or `predict_images --ckpt_path {path}` to predict without one"
     )
@@ -120,7 +120,7 @@ class SafeCheckpointIO(_WrappingCheckpointIO):
         self, path: Any, map_location: Callable | Any = _storage_on_cpu, weights_only: bool | None = None
     ) -> dict[str, Any]:
         if weights_only is False:
-            raise InputError(
+            raise CheckpointError(
                 "vision_lightning checkpoints hold only weights and plain values: load them with weights_only=True"
             )
         inner = self.checkpoint_io

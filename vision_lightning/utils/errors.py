@@ -15,3 +15,8 @@ class MissingInputError(InputError, FileNotFoundError):
 
 class DownloadError(InputError, ConnectionError):
     """Something had to be downloaded and could not be (usually: no internet access)."""
+
+
+class CheckpointError(InputError):
+    """A checkpoint or weights file that cannot be used: cut short, not a checkpoint, holding code,
+    or written by another task."""
