@@ -1143,3 +1143,20 @@ def test_a_source_of_ones_own():
     assert len(groups[1]) == 1 and not groups[0] & groups[1]
     assert_batch(next(iter(dm.train_dataloader())), 3, SIZE, SIZE)
     assert dm.hparams["source"] == {"class_path": f"{__name__}.InMemory", "init_args": {"count": 6}}
+
+
+def test_sixteen_bit_images_give_the_tensors_of_their_eight_bit_versions(tmp_path):
+    for depth in ("eight", "sixteen"):
+        for i in range(3):
+            gray = np.random.default_rng(i).integers(0, 256, (SIZE, SIZE), dtype=np.uint8)
+            save(
+                tmp_path / depth / "images" / f"s{i}.png",
+                gray if depth == "eight" else gray.astype(np.uint16) * 257,
+            )
+            save(tmp_path / depth / "masks" / f"s{i}.png", random_mask(i))
+    eight, sixteen = (
+        items(module(MaskFolders(str(tmp_path / d)), val_split=0.34), "val") for d in ("eight", "sixteen")
+    )
+    assert len(eight) == len(sixteen) == 1
+    assert (eight[0]["image"] - sixteen[0]["image"]).abs().max() <= 1 / 255
+    assert torch.equal(eight[0]["mask"], sixteen[0]["mask"]) and 0.2 < sixteen[0]["image"].mean() < 0.8

@@ -84,11 +84,14 @@ def id_column(cells: list[Cell]) -> list[int] | None:
 def target_value(cell: Cell, mode: str) -> float:
     """A multilabel (0 or 1) or soft (a finite number in 0..1) target cell as a number."""
     number = None if is_missing(cell.value) else _number(cell.value)
-    if number is None:
-        shown = "is empty" if not cell.value.strip() else f"holds {cell.value!r}"
-        raise InputError(f"{cell.where} {shown}: {mode} label columns hold numbers")
-    if not math.isfinite(number):
-        raise InputError(f"{cell.where} holds {cell.value!r}: labels must be finite numbers")
+    if number is None or not math.isfinite(number):
+        if not cell.value.strip():
+            shown = "is empty"
+        elif is_missing(cell.value):
+            shown = f"holds {cell.value!r}, a missing value"
+        else:
+            shown = f"holds {cell.value!r}"
+        raise InputError(f"{cell.where} {shown}: {mode} labels must be finite numbers")
     if mode == "multilabel" and number not in (0.0, 1.0):
         raise InputError(f"{cell.where} holds {cell.value!r}: multilabel columns hold 0 or 1")
     if mode == "soft" and not 0.0 <= number <= 1.0:
