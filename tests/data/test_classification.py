@@ -1084,3 +1084,16 @@ def test_sixteen_bit_images_give_the_tensors_of_their_eight_bit_versions(tmp_pat
     eight, sixteen = ([d[i]["image"] for i in range(len(d))] for d in datasets)
     assert len(eight) == 2 and all((e - s).abs().max() <= 1 / 255 for e, s in zip(eight, sixteen))
     assert all(0.2 < s.mean() < 0.8 for s in sixteen)  # not clipped to white
+
+
+def test_a_validation_folder_linked_to_training_images_is_named_in_a_warning(tmp_path, caplog):
+    root = tmp_path / "tree"
+    _two_class_tree(root / "train")
+    (root / "val").mkdir()
+    (root / "val/a").symlink_to(root / "train/a")  # validation would score images trained on
+    _two_class_tree(tmp_path / "other")
+    (root / "val/b").symlink_to(tmp_path / "other/b")
+    with caplog.at_level(logging.WARNING):
+        module(ImageFolder(str(root))).setup()
+    expected = f"2 image(s) of the train set are in the val set too (through a link or a copy of the folder): {root / 'train/a/x0.png'} = {root / 'val/a/x0.png'}"
+    assert expected in caplog.text

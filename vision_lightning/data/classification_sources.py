@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -202,15 +203,27 @@ class ImageFolder(ClassificationSource):
     def splits(
         self, class_names: list[str], label_mode: LabelMode, channels: int, image_size: int
     ) -> dict[str, Split]:
-        def folder(directory: Path) -> FileSource:
+        owners: dict[str, tuple[str, Path]] = {}  # real file -> (split, path) where first seen
+        shared: dict[tuple[str, str], list[str]] = {}
+
+        def folder(split: str, directory: Path) -> FileSource:
             paths, labels, _ = _scan_image_folder(directory, class_names)
+            for path in paths:
+                first, first_path = owners.setdefault(os.path.realpath(path), (split, path))
+                if first != split:
+                    shared.setdefault((first, split), []).append(f"{first_path} = {path}")
             return FileSource(paths, labels, channels)
 
-        splits = {"train": whole(folder(self._folder("train")))}
+        splits = {"train": whole(folder("train", self._folder("train")))}
         for split in ("val", "test"):
             directory = self._folder(split)
             if directory is not None:
-                splits[split] = whole(folder(directory))
+                splits[split] = whole(folder(split, directory))
+        for (first, second), pairs in shared.items():
+            log.warning(
+                "%d image(s) of the %s set are in the %s set too (through a link or a copy of the folder): %s",
+                len(pairs), first, second, "; ".join(pairs[:5]),
+            )  # fmt: skip
         return splits
 
 

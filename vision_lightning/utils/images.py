@@ -41,22 +41,24 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
+def list_images(folder: str | Path, recursive: bool = True, once: bool = True) -> list[Path]:
     """All image files under `folder`, sorted, so every run sees the same order; each file once.
 
     Links are followed (a data set linked into place is read), but each real file is listed once,
     under the name that crosses the fewest links (then the first in sorted order), and a link back
     to a folder being walked (a loop) is skipped with a warning instead of being walked forever.
+    `once=False` lists every name of a file (masks shared by several images through links).
     """
-    return [shown for shown, _ in image_files(folder, recursive)]
+    return [shown for shown, _ in image_files(folder, recursive, once)]
 
 
-def image_files(folder: str | Path, recursive: bool = True) -> list[tuple[Path, str]]:
+def image_files(folder: str | Path, recursive: bool = True, once: bool = True) -> list[tuple[Path, str]]:
     """(path as listed, real path) of every image file under `folder`, as `list_images` lists them."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingInputError(f"image folder {folder} does not exist")
     found: dict[str, tuple[int, Path]] = {}  # real path -> (links crossed, shown path)
+    every: list[tuple[Path, str]] = []  # once=False: every name
 
     def walk(directory: Path, real: str, links: int, ancestors: frozenset[str]) -> None:
         with os.scandir(directory) as entries:
@@ -71,6 +73,7 @@ def image_files(folder: str | Path, recursive: bool = True) -> list[tuple[Path, 
             if is_file and is_image_file(entry.name):
                 target = os.path.realpath(shown) if linked else os.path.join(real, entry.name)
                 rank = (links + linked, shown)
+                every.append((shown, target))
                 if target not in found or rank < found[target]:
                     found[target] = rank
             elif is_dir and recursive:
@@ -82,7 +85,8 @@ def image_files(folder: str | Path, recursive: bool = True) -> list[tuple[Path, 
 
     start = os.path.realpath(folder)
     walk(folder, start, 0, frozenset({start}))
-    return sorted(((shown, real) for real, (_, shown) in found.items()), key=lambda item: item[0])
+    listed = every if not once else [(shown, real) for real, (_, shown) in found.items()]
+    return sorted(listed, key=lambda item: item[0])
 
 
 ORIENTATION_TAG = 0x0112  # EXIF "Orientation": how the stored pixels must be turned to be shown
