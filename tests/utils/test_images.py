@@ -265,3 +265,16 @@ def test_list_images_follows_links_once_and_survives_loops(tmp_path, caplog):
         str((tmp_path / "b/y.png").resolve()),
         str((tmp_path / "a/x.png").resolve()),
     ]
+
+
+def test_list_images_walks_each_linked_folder_once_not_once_per_path(tmp_path):
+    # 24 levels, each linking twice to the next: 2**24 paths to the one image, walked in 25 folder reads.
+    levels = [tmp_path / f"d{i}" for i in range(25)]
+    for folder in levels:
+        folder.mkdir()
+    for folder, below in zip(levels, levels[1:]):
+        (folder / "x").symlink_to(below)
+        (folder / "y").symlink_to(below)
+    Image.new("RGB", (2, 2)).save(levels[-1] / "deep.png")
+    listed = list_images(levels[0])
+    assert len(listed) == 1 and listed[0].name == "deep.png"

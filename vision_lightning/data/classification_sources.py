@@ -377,10 +377,10 @@ class CsvLabels(ClassificationSource):
 
     @staticmethod
     def _fold(cell: labels.Cell) -> int:
-        try:
-            return int(cell.value)
-        except ValueError:
-            raise InputError(f"{cell.where} holds {cell.value!r}: folds are whole numbers") from None
+        fold = labels.class_id(cell.value)  # a whole number of 0 or more, as fold numbers are
+        if fold is None:
+            raise InputError(f"{cell.where} holds {cell.value!r}: folds are whole numbers of 0 or more")
+        return fold
 
     def _samples(
         self, path: Path, class_names: list[str], label_mode: LabelMode, channels: int

@@ -59,8 +59,12 @@ def image_files(folder: str | Path, recursive: bool = True, once: bool = True) -
         raise MissingInputError(f"image folder {folder} does not exist")
     found: dict[str, tuple[int, Path]] = {}  # real path -> (links crossed, shown path)
     every: list[tuple[Path, str]] = []  # once=False: every name
+    walked: dict[str, int] = {}  # real folder -> the fewest links it was reached through
 
     def walk(directory: Path, real: str, links: int, ancestors: frozenset[str]) -> None:
+        if walked.get(real, links + 1) <= links:
+            return  # walked already, through as few links: its files are listed (no walk per path)
+        walked[real] = links
         with os.scandir(directory) as entries:
             entries = sorted(entries, key=lambda entry: entry.name)
         for entry in entries:
