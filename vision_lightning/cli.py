@@ -200,6 +200,20 @@ class VisionCLI(LightningCLI):
         if self.subcommand:
             self._no_weights_before_checkpoint(config, predicting=self.subcommand == "predict")
         self._check_output_folders(config)
+        self._given_classes = _model_classes_given(config)
+
+    def instantiate_classes(self) -> None:
+        """Lightning's; then a `num_classes` / `class_names` given to the model itself that the data
+        contradicts is an error: the link would replace it by the data's without a word."""
+        super().instantiate_classes()
+        data = self.datamodule
+        for key, given in getattr(self, "_given_classes", {}).items():
+            found = getattr(data, key, None)
+            if found is not None and (list(found) if key == "class_names" else found) != given:
+                raise InputError(
+                    f"--model.init_args.{key} is {given}, but the data has {found}: the data decides "
+                    f"({key} is linked from it); drop the model's {key} or fix the data's"
+                )
 
     @staticmethod
     def _hand_optimizer_to_model(config: Any) -> None:
@@ -251,6 +265,30 @@ class VisionCLI(LightningCLI):
         for key, value in overrides:
             if key in init_args:
                 init_args[key] = value
+
+
+def _model_classes_given(config: Any) -> dict[str, Any]:
+    """`num_classes` / `class_names` set on the model to other than its own defaults (the CLI replaces
+    them with the data's: `DATA_TO_MODEL_LINKS`)."""
+    import importlib
+    import inspect
+
+    model = config.get("model") if hasattr(config, "get") else None
+    init_args = model.get("init_args") if model is not None and hasattr(model, "get") else None
+    class_path = model.get("class_path") if init_args is not None else None
+    if not isinstance(class_path, str) or "." not in class_path:
+        return {}
+    module, name = class_path.rsplit(".", 1)
+    try:
+        parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return {}
+    given = {}
+    for key in ("num_classes", "class_names"):
+        value = init_args.get(key)
+        if key in parameters and value is not None and value != parameters[key].default:
+            given[key] = list(value) if key == "class_names" else value
+    return given
 
 
 def _input_error(error: BaseException | None) -> Exception | None:

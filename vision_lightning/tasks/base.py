@@ -358,6 +358,8 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
         guard_checkpoint_loading(self._trainer)
         no_default_hp_metric(self._trainer)
         datamodule = getattr(self._trainer, "datamodule", None)
+        if datamodule is not None:
+            check_classes_agree(self.hparams, datamodule)
         if callable(getattr(datamodule, "preprocessing", None)):
             self.preprocessing = datamodule.preprocessing()
             self._check_input_size(self.preprocessing.get("image_size"))
@@ -547,6 +549,29 @@ class NetworkTask(BaseTask):
     @property
     def head(self) -> nn.ModuleList:
         return nn.ModuleList(m for name, m in self.model.named_children() if name != self.backbone_child)
+
+
+def check_classes_agree(hparams: Mapping[str, Any], datamodule: Any) -> None:
+    """A model built for other classes than its data's is an error naming both: the CLI links the
+    data's classes into the model, a model built in Python must be given them (`datamodule.num_classes`)."""
+    ours, theirs = hparams.get("num_classes"), getattr(datamodule, "num_classes", None)
+    data_names = getattr(datamodule, "class_names", None)
+    shown = (
+        f" ({', '.join(map(str, data_names[:8]))}{', ...' if len(data_names) > 8 else ''})"
+        if data_names
+        else ""
+    )
+    if isinstance(ours, int) and isinstance(theirs, int) and ours != theirs:
+        raise InputError(
+            f"the model has num_classes={ours} but the data has {theirs} classes{shown}: build the model "
+            "with num_classes=datamodule.num_classes"
+        )
+    names = hparams.get("class_names")
+    if names is not None and data_names is not None and list(names) != list(data_names):
+        raise InputError(
+            f"the model's class_names {list(names)} are not the data's {list(data_names)}: the data "
+            "decides the classes and their order"
+        )
 
 
 ARCHITECTURE_KEYS = ("backbone", "arch", "encoder", "num_classes", "label_mode", "mode", "head", "scale")

@@ -74,7 +74,9 @@ def read_checkpoint(
     except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
         raise CheckpointError(f"{what} {path} {_why_unreadable(path, error)}") from None
     if not isinstance(data, Mapping):
-        raise CheckpointError(f"{what} {path} is not a Lightning checkpoint (it holds a {type(data).__name__})")
+        raise CheckpointError(
+            f"{what} {path} is not a Lightning checkpoint (it holds a {type(data).__name__})"
+        )
     return dict(data)
 
 
