@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tests.conftest import cpu_trainer, optimizer, run_cli
 from vision_lightning import ClassifierModule
 from vision_lightning.callbacks import ModelCheckpoint
+from vision_lightning.tasks.divergence import MAX_PENDING, LossWatch, _Step
 from vision_lightning.tasks.loading import load_task, load_task_checkpoint
 from vision_lightning.tasks.segmentation import SegmentationModule
 from vision_lightning.tasks.style import StyleTransferModule
@@ -145,6 +146,36 @@ def test_warn_mode_trains_on():
         )
     assert len(recorder.losses) == 2 * BATCHES and trainer.current_epoch == 2  # every epoch ran
     assert sum("training goes on" in str(w.message) for w in warned) == 1  # once
+
+
+class UnfinishedCopy:
+    """A CUDA event stand-in: the copy behind it has not finished until something waits for it."""
+
+    def __init__(self) -> None:
+        self.done = self.waited = False
+
+    def query(self) -> bool:
+        return self.done
+
+    def synchronize(self) -> None:
+        self.waited = self.done = True
+
+
+def test_accelerator_losses_are_read_without_waiting_until_something_must_know():
+    watch = LossWatch()
+    events = [UnfinishedCopy() for _ in range(MAX_PENDING + 1)]
+    for step, event in enumerate(events):  # what `add` queues for CUDA losses still being copied
+        watch._pending.append(
+            _Step(torch.tensor(float("nan") if step == 1 else 1.0), event, step, 0, step, 0.1, None)
+        )
+    events[0].done = True
+    watch.poll()  # reads the finished copy only, waits for none
+    assert len(watch._pending) == MAX_PENDING and not any(e.waited for e in events)
+    with pytest.raises(
+        TrainingDivergedError, match="the loss was nan at step 1 .* learning rate 0.1;"
+    ) as caught:
+        watch.poll(wait=True)  # an epoch's end, a validation start or a backlog over MAX_PENDING
+    assert caught.value.step == 1 and events[1].waited and not events[2].waited and not watch._pending
 
 
 def test_an_unknown_mode_is_refused():
