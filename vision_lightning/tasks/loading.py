@@ -18,6 +18,7 @@ from vision_lightning.tasks.classification import ClassifierModule
 from vision_lightning.tasks.segmentation import SegmentationModule
 from vision_lightning.utils.checkpoints import read_checkpoint
 from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.finite import check_finite_weights
 from vision_lightning.utils.hparams import import_path, is_subclass, trusted_class_path
 from vision_lightning.utils.weights import check_compatible, match_keys
 
@@ -55,6 +56,7 @@ def load_task_checkpoint(path: str | Path) -> BaseTask:
         _given_hyperparameters.reset(token)
     state_dict = match_keys(model, data.get("state_dict", {}))
     check_compatible(model, state_dict, f"checkpoint {path}")
+    check_finite_weights(state_dict, f"checkpoint {path}")
     model.load_state_dict(state_dict)
     return model.eval()
 
