@@ -202,7 +202,9 @@ class SegmentationDataModule(VisionDataModule):
                 what = f"predict images {self.predict_root or ''}".rstrip()
                 keep = drop_bad_images(images, self.bad_images, what)
                 if not keep:
-                    raise InputError(f"{what} has no readable images left after skipping unreadable ones")
+                    raise InputError(
+                        f"nothing could be read to predict in {what}: all {len(images)} image(s) are unreadable"
+                    )
                 self.skipped_predict_images = skipped_paths(images, keep)
                 self._sources["predict"] = (FileSource(images, None, self.channels), keep)
 
