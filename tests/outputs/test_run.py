@@ -112,7 +112,9 @@ def test_overwrite_replaces_what_the_record_lists(tmp_path: Path):
 def test_overwrite_never_deletes_files_no_run_wrote(tmp_path: Path):
     csv_run(tmp_path, [1])
     (tmp_path / "notes.txt").write_text("mine\n")
-    with pytest.raises(InputError, match=r"holds 1 file\(s\) that no recorded predict run wrote \(notes.txt\)"):
+    with pytest.raises(
+        InputError, match=r"holds 1 file\(s\) that no recorded predict run wrote \(notes.txt\)"
+    ):
         csv_run(tmp_path, [2], existing="overwrite")
     assert files(tmp_path) == ["notes.txt", RECORD_NAME, "predictions.csv"]
 
@@ -124,7 +126,9 @@ def test_add_keeps_earlier_files_and_refuses_a_name_that_exists(tmp_path: Path):
     written = record(tmp_path)
     assert written["files"] == [{"path": "more.csv", "rows": 2}]
     assert [run["files"] for run in written["earlier_runs"]] == [[{"path": "predictions.csv", "rows": 1}]]
-    with pytest.raises(InputError, match=rf"{tmp_path / 'predictions.csv'} exists already .*'add' never replaces"):
+    with pytest.raises(
+        InputError, match=rf"{tmp_path / 'predictions.csv'} exists already .*'add' never replaces"
+    ):
         csv_run(tmp_path, [4], existing="add")
     csv_run(tmp_path, [5], existing="overwrite")  # both earlier runs' files go
     assert files(tmp_path) == [RECORD_NAME, "predictions.csv"]
