@@ -33,7 +33,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
 
-from vision_lightning.data.datasets import CachedSource, FileSource, SampleSource, collate
+from vision_lightning.data.datasets import CachedSource, FileSource, SampleSource, collate, skipped_paths
 from vision_lightning.data.streaming import StreamedSplit
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.hparams import PlainHyperparameters, from_plain
@@ -114,6 +114,8 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         self.bad_images = bad_images
         self.val_split, self.split_seed = val_split, split_seed
         self.predict_root = Path(predict_root) if predict_root else None
+        #: unreadable files left out of the predict folder (PredictionWriter lists them in its record)
+        self.skipped_predict_images: list[str] = []
 
     def __repr__(self) -> str:
         """Named by its source, without building loaders: Lightning's `__str__` would set the data
@@ -224,6 +226,7 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         """The readable images under `predict_root` (searched recursively) as the predict split;
         unreadable ones are skipped or stop the run as `bad_images` says."""
         paths, keep = readable_images(self.predict_root, self.bad_images, f"predict_root {self.predict_root}")
+        self.skipped_predict_images = skipped_paths(paths, keep)
         return FileSource(paths, None, channels), keep
 
     # ----------------------------------------------------------------- loaders
