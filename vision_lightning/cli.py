@@ -233,7 +233,7 @@ class VisionCLI(LightningCLI):
     @staticmethod
     def _check_output_folders(config: Any) -> None:
         """A folder the run will write to that is a file, or cannot be written, named before any work."""
-        for key in ("trainer.default_root_dir", "checkpoint.dirpath", "prediction_writer.output_dir"):
+        for key in ("trainer.default_root_dir", "checkpoint.dirpath"):  # PredictionWriter checks its own
             value = config.get(key)
             if value:
                 check_output_folder(value, f"--{key}")
