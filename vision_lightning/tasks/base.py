@@ -69,6 +69,7 @@ from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.hparams import PlainHyperparameters
 from vision_lightning.utils.images import list_images, read_image
 from vision_lightning.utils.loggers import StepLogGate, describe_run, no_default_hp_metric
+from vision_lightning.utils.rng import rng_states, set_rng_states
 from vision_lightning.utils.weights import check_compatible, match_keys
 
 
@@ -380,6 +381,7 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["preprocessing"] = dict(self.preprocessing)
         checkpoint["task_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint["rng_states"] = rng_states()  # a resumed fit draws on as this one would
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another architecture with one sentence instead of torch's wall of keys."""
@@ -392,6 +394,8 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
         source += f" trained with {', '.join(differences)}" if differences else ""
         check_compatible(self, state_dict, source, strict=self.strict_loading)
         self._check_resumed_groups(checkpoint, source)
+        if "rng_states" in checkpoint and self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
+            set_rng_states(checkpoint["rng_states"])
 
     def _check_resumed_groups(self, checkpoint: dict[str, Any], source: str) -> None:
         """A resumed fit must rebuild the optimizer groups it saved: other backbone learning-rate
