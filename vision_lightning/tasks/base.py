@@ -394,7 +394,8 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
         source += f" trained with {', '.join(differences)}" if differences else ""
         check_compatible(self, state_dict, source, strict=self.strict_loading)
         self._check_resumed_groups(checkpoint, source)
-        if "rng_states" in checkpoint and self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if fitting and "rng_states" in checkpoint:  # resuming: draw on as the saved run would have
             set_rng_states(checkpoint["rng_states"])
 
     def _check_resumed_groups(self, checkpoint: dict[str, Any], source: str) -> None:
