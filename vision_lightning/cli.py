@@ -38,6 +38,7 @@ from vision_lightning.callbacks.prediction_writer import PredictionWriter
 from vision_lightning.callbacks.progress_bar import ThrottledProgressBar
 from vision_lightning.data import ImageClassificationDataModule, SegmentationDataModule
 from vision_lightning.lr_find import VisionTrainer
+from vision_lightning.resume import check_resume_checkpoint, is_checkpoint_file, resumed_logger_args
 from vision_lightning.tasks.loading import load_task
 from vision_lightning.utils.errors import InputError, MissingInputError
 
@@ -158,7 +159,7 @@ class VisionCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         self._hand_optimizer_to_model(config)
-        self._default_logger(config)
+        self._default_logger(config, getattr(self, "_resumed", None))
         if self.subcommand:
             self._no_weights_before_checkpoint(config, predicting=self.subcommand == "predict")
 
@@ -177,16 +178,32 @@ class VisionCLI(LightningCLI):
             init_args[key] = value
             config[key] = None
 
+    def _parse_ckpt_path(self) -> None:
+        """`fit --ckpt_path FILE`: the file checked first, readable and written by the task being
+        fitted (one sentence otherwise; vision_lightning/resume.py), then Lightning's own step (the
+        checkpoint's hyperparameters into the config)."""
+        config = self.config.get(self.config.get("subcommand") or "") or {}
+        if self.config.get("subcommand") == "fit" and is_checkpoint_file(config.get("ckpt_path")):
+            model = config.get("model")
+            class_path = model.get("class_path") if model else None
+            self._resumed = check_resume_checkpoint(config["ckpt_path"], class_path)
+        super()._parse_ckpt_path()
+
     @staticmethod
-    def _default_logger(config: Any) -> None:
-        """TensorBoard without `hp_metric` and with the epoch out of the way (QuietTensorBoardLogger)."""
+    def _default_logger(config: Any, checkpoint: dict[str, Any] | None = None) -> None:
+        """TensorBoard without `hp_metric` and with the epoch out of the way (QuietTensorBoardLogger);
+        resuming from a `checkpoint` in a run's folder, on in that folder (vision_lightning/resume.py)."""
         trainer = config.get("trainer")
+        ckpt_path = config.get("ckpt_path")
         if trainer is None or trainer.get("logger") not in (None, True):
             return
         root = trainer.get("default_root_dir") or "."
+        init_args = Namespace(save_dir=str(root))
+        if checkpoint is not None:
+            for key, value in resumed_logger_args(ckpt_path, root, checkpoint).items():
+                init_args[key] = value
         trainer["logger"] = Namespace(
-            class_path="vision_lightning.utils.loggers.QuietTensorBoardLogger",
-            init_args=Namespace(save_dir=str(root)),
+            class_path="vision_lightning.utils.loggers.QuietTensorBoardLogger", init_args=init_args
         )
 
     @staticmethod
