@@ -7,7 +7,8 @@
 - `--optimizer` / `--lr_scheduler` (Lightning's own arguments) are handed to the model's
   `optimizer` / `lr_scheduler`, so the task still builds its parameter groups;
 - the progress bar is redrawn at most twice a second (`ThrottledProgressBar`);
-- always on: checkpointing (`--checkpoint.*`, best by `val/loss` plus `last.ckpt` for resuming),
+- always on: checkpointing (`--checkpoint.*`, best by `val/loss` plus `last.ckpt` for resuming;
+  `fit --ckpt_path FILE` checks the file first and logs on in its run's `version_N` folder: resume.py),
   learning-rate monitoring (`--lr_monitor.*`) and prediction files (`--prediction_writer.output_dir`);
 - the default logger is TensorBoard (`QuietTensorBoardLogger`) under `trainer.default_root_dir`;
 - the resolved config is saved in the run's log folder (or beside its checkpoints without a

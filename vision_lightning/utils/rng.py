@@ -28,6 +28,7 @@ def set_rng_states(states: dict[str, Any]) -> None:
     states = dict(states)
     name, keys, position, has_gauss, gauss = states["numpy"]
     states["numpy"] = (name, np.asarray(keys, dtype=np.int64).astype(np.uint32), position, has_gauss, gauss)
-    if states.get("torch.cuda") and not torch.cuda.is_available():
-        del states["torch.cuda"]
+    cuda = states.pop("torch.cuda", None)
+    if cuda and torch.cuda.is_available():  # as many devices' states as this machine has
+        states["torch.cuda"] = list(cuda)[: torch.cuda.device_count()]
     _set_rng_states(states)
