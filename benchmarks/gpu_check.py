@@ -39,7 +39,7 @@ QUICKSTART = ROOT / "configs/quickstart"
 TASKS = ("classification", "segmentation", "superres", "style", "features")
 #: segmentation losses (vision_lightning.losses.segmentation.LOSS_NAMES) and the mode each needs
 SEGMENTATION_LOSSES = ("bce", "ce", "dice", "jaccard", "focal", "tversky", "lovasz")
-MULTICLASS = ["--data.init_args.mode", "multiclass", "--model.init_args.num_classes", "4"]
+MULTICLASS = ["--data.init_args.mode", "multiclass"]  # the data's classes are linked into the model
 #: a feature extraction: resnet18 (no download) on synthetic shapes, through `predict`
 FEATURES = ["--model", "vision_lightning.FeatureExtractModule", "--model.backbone", "resnet18",
             "--data", "vision_lightning.ImageClassificationDataModule",

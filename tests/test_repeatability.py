@@ -50,7 +50,7 @@ def _fit_weights(workers: int, seed: int = 3) -> dict[str, torch.Tensor]:
         loader=LoaderOptions(num_workers=workers),
     )
     model = ClassifierModule(
-        backbone="cifar_lenet", head={"kind": "mlp", "hidden": 16, "dropout": [0.2, 0.5]}
+        backbone="cifar_lenet", num_classes=4, head={"kind": "mlp", "hidden": 16, "dropout": [0.2, 0.5]}
     )
     cpu_trainer(max_epochs=2, num_sanity_val_steps=0).fit(model, data)
     return {name: value.detach().clone() for name, value in model.state_dict().items()}

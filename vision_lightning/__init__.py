@@ -35,14 +35,17 @@ from vision_lightning.tasks import (
     StyleTransferModule,
     SuperResModule,
 )
+from vision_lightning.utils.errors import CheckpointError, DownloadError, InputError, MissingInputError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackboneFreezeUnfreeze",
     "BaseTask",
+    "CheckpointError",
     "ClassifierModule",
     "EmbeddingDataModule",
+    "DownloadError",
     "FeatureExtractModule",
     "FeatureMapLogger",
     "FeatureLoss",
@@ -51,8 +54,10 @@ __all__ = [
     "OneCycleLR",
     "WarmupCosineLR",
     "parameter_groups",
+    "InputError",
     "KNNClassifierModule",
     "LRFinder",
+    "MissingInputError",
     "PredictionWriter",
     "ProgressiveResizing",
     "ResizeStage",

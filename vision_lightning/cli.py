@@ -26,10 +26,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning.pytorch as pl
-from jsonargparse import Namespace
+from jsonargparse import ArgumentError, Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
@@ -37,11 +38,14 @@ import vision_lightning  # noqa: F401  (registers the modules and data modules f
 from vision_lightning.callbacks.checkpoint import ModelCheckpoint
 from vision_lightning.callbacks.prediction_writer import PredictionWriter
 from vision_lightning.callbacks.progress_bar import ThrottledProgressBar
+from vision_lightning.cli_errors import VisionArgumentParser, concise, config_files
 from vision_lightning.data import ImageClassificationDataModule, SegmentationDataModule
 from vision_lightning.lr_find import VisionTrainer
-from vision_lightning.resume import check_resume_checkpoint, is_checkpoint_file, resumed_logger_args
+from vision_lightning.resume import check_resumable, resumed_logger_args
 from vision_lightning.tasks.loading import load_task
+from vision_lightning.utils.checkpoints import check_task_class, read_checkpoint
 from vision_lightning.utils.errors import InputError, MissingInputError
+from vision_lightning.utils.paths import check_output_folder
 
 DATA_TO_MODEL_LINKS = {
     "num_classes": "num_classes",
@@ -104,6 +108,8 @@ def _run_folder(trainer: pl.Trainer) -> Path | None:
 class VisionCLI(LightningCLI):
     def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_callback", SaveRunConfig)
+        kwargs.setdefault("parser_class", VisionArgumentParser)
+        self._config_files = config_files(list(sys.argv[1:] if args is None else args))
         super().__init__(
             pl.LightningModule,
             pl.LightningDataModule,
@@ -114,6 +120,41 @@ class VisionCLI(LightningCLI):
             run=run,
             **kwargs,
         )
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        parser = super().init_parser(**kwargs)
+        parser.config_files = self._config_files  # named in a YAML syntax error
+        return parser
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's (the checkpoint's hyperparameters become the model's arguments), with a bad
+        file or another task's checkpoint named in one sentence, and the file read once, mapped."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or str(ckpt_path) in ("last", "best", "hpc", "registry"):
+            return
+        checkpoint = read_checkpoint(ckpt_path, mmap=True)
+        model = self.config[subcommand].get("model")
+        if isinstance(model, Namespace) and model.get("class_path"):
+            check_task_class(checkpoint, ckpt_path, model.class_path)
+        if subcommand == "fit":  # resuming: its logs go on in the checkpoint's run (resume.py)
+            check_resumable(checkpoint, ckpt_path)
+            self._resumed = checkpoint
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.parser.exit_on_error = False
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except ArgumentError as error:
+            raise InputError(
+                f"checkpoint {ckpt_path} holds hyperparameters this model does not take: {concise(str(error))}"
+            ) from None
+        finally:
+            self.parser.exit_on_error = True
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -163,6 +204,21 @@ class VisionCLI(LightningCLI):
         self._default_logger(config, getattr(self, "_resumed", None))
         if self.subcommand:
             self._no_weights_before_checkpoint(config, predicting=self.subcommand == "predict")
+        self._check_output_folders(config)
+        self._given_classes = _model_classes_given(config)
+
+    def instantiate_classes(self) -> None:
+        """Lightning's; then a `num_classes` / `class_names` given to the model itself that the data
+        contradicts is an error: the link would replace it by the data's without a word."""
+        super().instantiate_classes()
+        data = self.datamodule
+        for key, given in getattr(self, "_given_classes", {}).items():
+            found = getattr(data, key, None)
+            if found is not None and (list(found) if key == "class_names" else found) != given:
+                raise InputError(
+                    f"--model.init_args.{key} is {given}, but the data has {found}: the data decides "
+                    f"({key} is linked from it); drop the model's {key} or fix the data's"
+                )
 
     @staticmethod
     def _hand_optimizer_to_model(config: Any) -> None:
@@ -179,16 +235,13 @@ class VisionCLI(LightningCLI):
             init_args[key] = value
             config[key] = None
 
-    def _parse_ckpt_path(self) -> None:
-        """`fit --ckpt_path FILE`: the file checked first, readable and written by the task being
-        fitted (one sentence otherwise; vision_lightning/resume.py), then Lightning's own step (the
-        checkpoint's hyperparameters into the config)."""
-        config = self.config.get(self.config.get("subcommand") or "") or {}
-        if self.config.get("subcommand") == "fit" and is_checkpoint_file(config.get("ckpt_path")):
-            model = config.get("model")
-            class_path = model.get("class_path") if model else None
-            self._resumed = check_resume_checkpoint(config["ckpt_path"], class_path)
-        super()._parse_ckpt_path()
+    @staticmethod
+    def _check_output_folders(config: Any) -> None:
+        """A folder the run will write to that is a file, or cannot be written, named before any work."""
+        for key in ("trainer.default_root_dir", "checkpoint.dirpath", "prediction_writer.output_dir"):
+            value = config.get(key)
+            if value:
+                check_output_folder(value, f"--{key}")
 
     @staticmethod
     def _default_logger(config: Any, checkpoint: dict[str, Any] | None = None) -> None:
@@ -224,22 +277,55 @@ class VisionCLI(LightningCLI):
                 init_args[key] = value
 
 
-def _input_error(error: BaseException | None) -> InputError | None:
-    """Our own error behind `error`: jsonargparse re-raises errors of constructors as its own."""
+def _model_classes_given(config: Any) -> dict[str, Any]:
+    """`num_classes` / `class_names` set on the model to other than its own defaults (the CLI replaces
+    them with the data's: `DATA_TO_MODEL_LINKS`)."""
+    import importlib
+    import inspect
+
+    model = config.get("model") if hasattr(config, "get") else None
+    init_args = model.get("init_args") if model is not None and hasattr(model, "get") else None
+    class_path = model.get("class_path") if init_args is not None else None
+    if not isinstance(class_path, str) or "." not in class_path:
+        return {}
+    module, name = class_path.rsplit(".", 1)
+    try:
+        parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return {}
+    given = {}
+    for key in ("num_classes", "class_names"):
+        value = init_args.get(key)
+        if key in parameters and value is not None and value != parameters[key].default:
+            given[key] = list(value) if key == "class_names" else value
+    return given
+
+
+def _input_error(error: BaseException | None) -> Exception | None:
+    """Our own error behind `error` (jsonargparse re-raises errors of constructors as its own), or
+    Lightning's MisconfigurationException: a Trainer setting that cannot work (`max_epochs: -5`,
+    `accelerator: gpu` without one) is bad input too."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, InputError):
+        if isinstance(error, (InputError, MisconfigurationException)):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
 
 
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose mistakes are one line naming the option (an InputError), like the rest."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{self.prog.split()[-1]}: {message} (--help lists the options)")
+
+
 def predict_images_command(argv: list[str]) -> None:
     """`predict_images --ckpt_path FILE --images PATH [--output_dir DIR] [--batch_size N]`: the
     checkpoint's task predicts the images with the preprocessing saved in it; files as `predict`
     writes them."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m vision_lightning predict_images", description=predict_images_command.__doc__
     )
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by fit")
@@ -276,7 +362,7 @@ def _data_section(argv: list[str]) -> list[str]:
 def convert_command(argv: list[str]) -> None:
     """`convert [--config FILE] [--data.* ...] --output ROOT`: the data module's splits written as
     LitData chunks, for StreamingClassification / StreamingSegmentation (data/streaming_convert.py)."""
-    from jsonargparse import ArgumentError, ArgumentParser
+    from jsonargparse import ArgumentParser
 
     from vision_lightning.data.streaming_convert import convert
 
@@ -304,8 +390,7 @@ def convert_command(argv: list[str]) -> None:
     except ArgumentError as error:
         if _input_error(error) is not None:
             raise
-        parser.exit_on_error = True
-        parser.error(str(error))  # usage and the message, exit status 2
+        raise InputError(concise(str(error), parser, config_files(argv))) from None
     data = parser.instantiate_classes(config).data
     sizes = convert(data, config.output, config.workers, config.chunk_bytes, config.storage_options)
     counts = ", ".join(f"{count} {split}" for split, count in sizes.items())
@@ -334,7 +419,7 @@ def main(args: Any = None) -> None:
         cause = _input_error(error)
         if cause is None:
             raise
-        print(f"error: {cause}", file=sys.stderr)
+        print(f"error: {' '.join(str(cause).split())}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -54,7 +54,7 @@ def _other_task(folder: Path) -> Path:
 
 CASES = {
     "missing": (_missing, "does not exist"),
-    "truncated": (_truncated, "cannot be read"),
+    "truncated": (_truncated, "is not a complete PyTorch checkpoint"),
     "plain_weights": (_plain_weights, "not a Lightning training checkpoint"),
     "other_task": (_other_task, "was written by SegmentationModule, not ClassifierModule"),
 }

@@ -913,3 +913,187 @@ def test_rebuilt_from_its_saved_hyperparameters(tmp_path):
         module({"root": str(root)})
     with pytest.raises(InputError, match="does not name a ClassificationSource"):
         module({"class_path": "vision_lightning.data.base.LoaderOptions", "init_args": {}})
+
+
+# ----------------------------------------------------------------------------- labels checked on load
+def _label_csv(tmp_path: Path, labels: list[str], column: str = "label") -> Path:
+    """A CSV of `len(labels)` existing images and these label texts (written verbatim)."""
+    root = csv_images(tmp_path, len(labels))
+    lines = [f"image,{column}"] + [f"id{i}.png,{label}" for i, label in enumerate(labels)]
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    return root / "train.csv"
+
+
+@pytest.mark.parametrize(
+    ("labels", "line", "problem"),
+    [
+        (["a", "b", "", "a"], 4, "is empty"),
+        (["a", "NaN", "b", "a"], 3, "holds 'NaN', a missing value"),
+        (["a", "b", "a", "None"], 5, "holds 'None', a missing value"),
+        (["0", "1", "1.5", "0"], 4, "holds '1.5': class ids are whole numbers"),
+        (["0", "1", "-1", "0"], 4, "holds '-1': class ids are whole numbers"),
+        (["0", "cat", "1", "0"], 3, "holds the name 'cat' but line 2 holds the number '0'"),
+    ],
+)
+def test_csv_label_cells_are_checked_naming_file_line_and_value(tmp_path, labels, line, problem):
+    csv_path = _label_csv(tmp_path, labels)
+    with pytest.raises(InputError) as error:
+        module(CsvLabels(str(csv_path)))
+    assert str(error.value).startswith(f"{csv_path} line {line} column 'label' {problem}")
+
+
+def test_csv_line_numbers_count_quoted_line_breaks(tmp_path):
+    root = csv_images(tmp_path, 3)
+    (root / "train.csv").write_text('image,label,note\nid0.png,a,"two\nlines"\nid1.png,,x\nid2.png,b,y\n')
+    with pytest.raises(InputError, match=r"train\.csv line 4 column 'label' is empty"):
+        module(CsvLabels(str(root / "train.csv")))
+
+
+def test_csv_test_labels_are_checked_too(tmp_path):
+    train = _label_csv(tmp_path, ["a", "b", "a", "b"])
+    (train.parent / "test.csv").write_text("image,label\nid0.png,a\nid1.png,nan\n")
+    with pytest.raises(InputError, match=r"test\.csv line 3 column 'label' holds 'nan'"):
+        module(CsvLabels(str(train), test_csv=str(train.parent / "test.csv"))).setup()
+
+
+def test_csv_ids_past_an_explicit_num_classes_name_both(tmp_path):
+    csv_path = _label_csv(tmp_path, ["0", "1", "4", "1"])
+    with pytest.raises(InputError) as error:
+        module(CsvLabels(str(csv_path), num_classes=3))
+    assert str(error.value).startswith(
+        f"{csv_path} line 4 column 'label' holds class id 4, but num_classes is 3"
+    )
+
+
+def test_csv_labels_outside_explicit_class_names_name_the_line(tmp_path):
+    csv_path = _label_csv(tmp_path, ["cat", "dog", "cow"])
+    with pytest.raises(InputError) as error:
+        module(CsvLabels(str(csv_path), class_names=["cat", "dog"])).setup()
+    assert str(error.value).startswith(
+        f"{csv_path} line 4 column 'label' holds 'cow', which is not one of the 2"
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "value", "problem"),
+    [
+        ("soft", "nan", "holds 'nan', a missing value: soft labels must be finite numbers"),
+        ("soft", "inf", "holds 'inf': soft labels must be finite numbers"),
+        ("soft", "-Infinity", "holds '-Infinity': soft labels must be finite numbers"),
+        ("soft", "1.5", "holds '1.5': soft labels are probabilities in 0..1"),
+        ("soft", "-0.1", "holds '-0.1': soft labels are probabilities"),
+        ("soft", "", "is empty: soft labels must be finite numbers"),
+        ("soft", "high", "holds 'high': soft labels must be finite numbers"),
+        ("multilabel", "NaN", "holds 'NaN', a missing value: multilabel labels must be finite"),
+        ("multilabel", "0.5", "holds '0.5': multilabel columns hold 0 or 1"),
+    ],
+)
+def test_soft_and_multilabel_cells_are_checked(tmp_path, mode, value, problem):
+    root = csv_images(tmp_path, 3)
+    rows = ["image,a,b", "id0.png,1,0", f"id1.png,0,{value}", "id2.png,0,1"]
+    (root / "train.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(InputError) as error:
+        module(CsvLabels(str(root / "train.csv"), label_columns=["a", "b"]), label_mode=mode).setup()
+    assert str(error.value).startswith(f"{root / 'train.csv'} line 3 column 'b' {problem}")
+
+
+def test_soft_rows_of_zeros_are_refused(tmp_path):
+    root = csv_images(tmp_path, 2)
+    (root / "train.csv").write_text("image,a,b\nid0.png,0.3,0.7\nid1.png,0,0\n")
+    with pytest.raises(InputError, match=r"train\.csv line 3: every soft label is 0"):
+        module(CsvLabels(str(root / "train.csv"), label_columns=["a", "b"]), label_mode="soft").setup()
+
+
+def test_fold_cells_must_be_whole_numbers(tmp_path):
+    root = csv_images(tmp_path, 3)
+    (root / "train.csv").write_text("image,label,fold\nid0.png,a,0\nid1.png,b,\nid2.png,a,1\n")
+    with pytest.raises(
+        InputError, match=r"train\.csv line 3 column 'fold' holds '': folds are whole numbers"
+    ):
+        module(CsvLabels(str(root / "train.csv"), fold_column="fold")).setup()
+
+
+def test_an_image_on_two_lines_with_two_labels_is_an_error_the_same_twice_a_warning(tmp_path, caplog):
+    root = csv_images(tmp_path, 3)
+    (root / "train.csv").write_text("image,label\nid0.png,a\nid1.png,b\nid0.png,b\nid2.png,a\n")
+    with pytest.raises(InputError) as error:
+        module(CsvLabels(str(root / "train.csv"))).setup()
+    assert f"lists {root / 'id0.png'} on line 2 and again on line 4 with another label" in str(error.value)
+    (root / "train.csv").write_text("image,label\nid0.png,a\nid1.png,b\nid0.png,a\nid2.png,b\n")
+    with caplog.at_level(logging.WARNING):
+        module(CsvLabels(str(root / "train.csv"))).setup()
+    assert f"{root / 'id0.png'} (lines 2 and 4)" in caplog.text
+
+
+# ----------------------------------------------------------------------------- linked class folders
+def _two_class_tree(root: Path) -> None:
+    for name in ("a/x0.png", "a/x1.png", "b/y0.png", "b/y1.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((SIZE, SIZE, 3), 60 if name[0] == "a" else 200, np.uint8)).save(root / name)
+
+
+@pytest.mark.parametrize(
+    ("link", "target", "first", "second"),
+    [
+        ("c", "a", "a/x0.png (class a)", "c/x0.png (class c)"),  # a class folder reached twice
+        ("a/more", "b", "a/more/y0.png (class a)", "b/y0.png (class b)"),  # a link into another class
+        ("a/up", ".", "a/up/b/y0.png (class a)", "b/y0.png (class b)"),  # a link to the root
+    ],
+)
+def test_an_image_reached_from_two_class_folders_is_an_error_naming_both(
+    tmp_path, link, target, first, second
+):
+    root = tmp_path / "tree"
+    _two_class_tree(root)
+    (root / link).symlink_to((root / target).resolve())
+    with pytest.raises(InputError) as error:
+        module(ImageFolder(str(root)))
+    assert f"{root / first} and {root / second} are the same file" in str(error.value)
+
+
+def test_links_inside_one_class_are_followed_and_each_file_read_once(tmp_path):
+    root = tmp_path / "tree"
+    _two_class_tree(root)
+    (tmp_path / "more_b").mkdir()
+    Image.new("RGB", (SIZE, SIZE), (200, 200, 200)).save(tmp_path / "more_b/y2.png")
+    (root / "b/extra").symlink_to(tmp_path / "more_b")  # a data set linked into a class: followed
+    (root / "b/again").symlink_to(root / "b")  # a loop: skipped
+    (root / "b/y0_copy.png").symlink_to(root / "b/y0.png")  # one file under two names: read once
+    dm = module(ImageFolder(str(root)), val_split=0.4)
+    assert dm.class_names == ["a", "b"]
+    items = split_items(dm, "train") + split_items(dm, "val")
+    assert sorted(Path(p).name for p, label in items if int(label) == 1) == [
+        "y0.png",
+        "y1.png",
+        "y2.png",
+    ]
+
+
+# ----------------------------------------------------------------------------- 16-bit images
+def test_sixteen_bit_images_give_the_tensors_of_their_eight_bit_versions(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a/0.png", "a/1.png", "b/2.png", "b/3.png"):
+        gray = rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)
+        for root, array in (("eight", gray), ("sixteen", gray.astype(np.uint16) * 257)):
+            (tmp_path / root / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(tmp_path / root / name)
+    datasets = [
+        split_dataset(module(ImageFolder(str(tmp_path / root)), val_split=0.5), "val")
+        for root in ("eight", "sixteen")
+    ]
+    eight, sixteen = ([d[i]["image"] for i in range(len(d))] for d in datasets)
+    assert len(eight) == 2 and all((e - s).abs().max() <= 1 / 255 for e, s in zip(eight, sixteen))
+    assert all(0.2 < s.mean() < 0.8 for s in sixteen)  # not clipped to white
+
+
+def test_a_validation_folder_linked_to_training_images_is_named_in_a_warning(tmp_path, caplog):
+    root = tmp_path / "tree"
+    _two_class_tree(root / "train")
+    (root / "val").mkdir()
+    (root / "val/a").symlink_to(root / "train/a")  # validation would score images trained on
+    _two_class_tree(tmp_path / "other")
+    (root / "val/b").symlink_to(tmp_path / "other/b")
+    with caplog.at_level(logging.WARNING):
+        module(ImageFolder(str(root))).setup()
+    expected = f"2 image(s) of the train set are in the val set too (through a link or a copy of the folder): {root / 'train/a/x0.png'} = {root / 'val/a/x0.png'}"
+    assert expected in caplog.text

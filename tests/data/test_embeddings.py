@@ -226,3 +226,27 @@ def test_embedding_data_module_needs_training_labels(tmp_path: Path):
     index.write_text("\n".join(rows) + "\n")
     with pytest.raises(InputError, match=r"embeddings_train\.csv row 1 has label 'bird'"):
         EmbeddingDataModule(str(tmp_path)).setup()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_embedding_data_module_refuses_non_finite_vectors_naming_file_and_row(tmp_path: Path, bad):
+    write_embedding_cache(tmp_path, rows=12)
+    path = tmp_path / "embeddings_val.npy"
+    values = np.load(path)
+    values[7, 3] = bad
+    np.save(path, values)
+    data = EmbeddingDataModule(str(tmp_path))
+    with pytest.raises(InputError, match=r"embeddings_val\.npy row 7 holds a NaN or infinite value"):
+        data.setup()
+
+
+def test_the_finite_check_reads_large_caches_in_chunks(tmp_path: Path):
+    from vision_lightning.data.embeddings import _check_finite
+
+    values = np.zeros((50, 4), dtype=np.float32)
+    values[41, 0] = np.nan
+    np.save(tmp_path / "e.npy", values)
+    with pytest.raises(InputError, match="row 41 holds"):
+        _check_finite(tmp_path / "e.npy", chunk_bytes=64)  # 4 rows a chunk
+    np.save(tmp_path / "ids.npy", np.arange(6).reshape(3, 2))  # integer rows are always finite
+    _check_finite(tmp_path / "ids.npy")

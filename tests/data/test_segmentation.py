@@ -1143,3 +1143,32 @@ def test_a_source_of_ones_own():
     assert len(groups[1]) == 1 and not groups[0] & groups[1]
     assert_batch(next(iter(dm.train_dataloader())), 3, SIZE, SIZE)
     assert dm.hparams["source"] == {"class_path": f"{__name__}.InMemory", "init_args": {"count": 6}}
+
+
+def test_sixteen_bit_images_give_the_tensors_of_their_eight_bit_versions(tmp_path):
+    for depth in ("eight", "sixteen"):
+        for i in range(3):
+            gray = np.random.default_rng(i).integers(0, 256, (SIZE, SIZE), dtype=np.uint8)
+            save(
+                tmp_path / depth / "images" / f"s{i}.png",
+                gray if depth == "eight" else gray.astype(np.uint16) * 257,
+            )
+            save(tmp_path / depth / "masks" / f"s{i}.png", random_mask(i))
+    eight, sixteen = (
+        items(module(MaskFolders(str(tmp_path / d)), val_split=0.34), "val") for d in ("eight", "sixteen")
+    )
+    assert len(eight) == len(sixteen) == 1
+    assert (eight[0]["image"] - sixteen[0]["image"]).abs().max() <= 1 / 255
+    assert torch.equal(eight[0]["mask"], sixteen[0]["mask"]) and 0.2 < sixteen[0]["image"].mean() < 0.8
+
+
+def test_a_mask_shared_by_two_images_through_a_link_pairs_with_both(tmp_path):
+    root = tmp_path / "data"
+    for i in range(3):
+        save(root / "images" / f"s{i}.png", random_image(i))
+    save(root / "masks" / "s0.png", random_mask(0))
+    for i in (1, 2):
+        (root / "masks" / f"s{i}.png").symlink_to(root / "masks" / "s0.png")  # one empty mask, linked
+    dm = module(MaskFolders(str(root)), val_split=0.34)
+    masks = masks_by_path(dm, "train", "val")
+    assert len(masks) == 3 and all(np.array_equal(m, random_mask(0)) for m in masks.values())

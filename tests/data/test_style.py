@@ -55,10 +55,14 @@ def items(dataset) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- style image
-def test_a_missing_style_image_is_reported_by_path(tmp_path):
+def test_a_missing_style_image_is_reported_by_path_when_training_needs_it(tmp_path):
+    """Predicting needs no style image (the network has learned it): a config naming a file that
+    is not on this machine still predicts; fit stops at setup with the path."""
     missing = tmp_path / "nowhere" / "monet.jpg"
+    dm = StyleTransferDataModule(SyntheticTextureContent(samples=4), style_image=str(missing), image_size=16)
+    dm.setup("predict")
     with pytest.raises(MissingInputError, match=f"style image {missing} does not exist"):
-        StyleTransferDataModule(SyntheticTextureContent(samples=4), style_image=str(missing))
+        dm.setup("fit")
 
 
 def test_an_unreadable_style_image_is_reported_before_training(tmp_path):

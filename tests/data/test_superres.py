@@ -384,3 +384,33 @@ def test_a_corrupt_image_is_skipped_with_a_warning_naming_it(tmp_path, caplog):
     assert {item["path"] for item in items(dm._dataset("train", train=True))} == {str(p) for p in paths}
     with pytest.raises(InputError, match="broken.png"):
         module(SuperResFolders(train_root=str(tmp_path / "hr")), val_split=0, bad_images="error").setup("fit")
+
+
+def test_sixteen_bit_images_give_the_tensors_of_their_eight_bit_versions(tmp_path):
+    for depth in ("eight", "sixteen"):
+        for i, (height, width) in enumerate([(36, 40), (24, 28)]):
+            gray = image(height, width, i)[..., 0]
+            folder = "train" if i == 0 else "test"
+            save(
+                tmp_path / depth / folder / f"{i}.png",
+                gray if depth == "eight" else gray.astype(np.uint16) * 257,
+            )
+        save(
+            tmp_path / depth / "lr" / "photo.png",
+            gray[:9, :11] if depth == "eight" else gray[:9, :11].astype(np.uint16) * 257,
+        )
+    batches = {}
+    for depth in ("eight", "sixteen"):
+        dm = module(
+            SuperResFolders(
+                train_root=str(tmp_path / depth / "train"), test_root=str(tmp_path / depth / "test")
+            ),
+            predict_root=str(tmp_path / depth / "lr"),
+            val_split=0,
+        )
+        dm.setup("predict")
+        batches[depth] = (next(iter(dm.test_dataloader())), next(iter(dm.predict_dataloader())))
+    for eight, sixteen in zip(*batches.values()):
+        for key in set(eight) - {"path"}:
+            assert (eight[key] - sixteen[key]).abs().max() <= 1 / 255, key
+    assert 0.1 < batches["sixteen"][0]["hr"].mean() < 0.9

@@ -524,3 +524,22 @@ def test_validate_before_fit_then_fit_trains():
     trainer = pl.Trainer(max_epochs=1, **options)
     trainer.fit(model, data)
     assert "val/acc" in trainer.callback_metrics and trainer.current_epoch == 1
+
+
+@pytest.mark.parametrize(
+    ("model_args", "message"),
+    [
+        (
+            {"num_classes": 3},
+            r"the model has num_classes=3 but the data has 4 classes \(circle, square, triangle, cross\)",
+        ),
+        (
+            {"num_classes": 4, "class_names": ["a", "b", "c", "d"]},
+            r"the model's class_names \['a', 'b', 'c', 'd'\] are not the data's \['circle', ",
+        ),
+    ],
+)
+def test_a_model_built_for_other_classes_than_the_data_is_refused(model_args, message):
+    dm = ImageClassificationDataModule(SyntheticShapes(samples=8), image_size=32, batch_size=4)
+    with pytest.raises(InputError, match=message):
+        trainer(fast_dev_run=True).fit(ClassifierModule("cifar_lenet", **model_args), dm)

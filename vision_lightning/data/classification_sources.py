@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from vision_lightning.data import labels
 from vision_lightning.data.base import Split
 from vision_lightning.data.datasets import FileSource, SampleSource, SyntheticSource
 from vision_lightning.data.synthetic import ShapeImages
@@ -32,7 +34,7 @@ from vision_lightning.data.torchvision_datasets import (
     torchvision_spec,
 )
 from vision_lightning.utils.errors import InputError, MissingInputError
-from vision_lightning.utils.images import list_images
+from vision_lightning.utils.images import image_files
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +77,6 @@ class ClassificationSource(ABC):
 def whole(source: SampleSource) -> Split:
     """A split made of every sample of `source`."""
     return source, list(range(len(source)))
-
-
-def _int_or_none(value: str) -> int | None:
-    try:
-        return int(float(value)) if float(value).is_integer() else None
-    except ValueError:
-        return None
 
 
 def _class_list(class_names: Sequence[str] | None) -> list[str] | None:
@@ -135,7 +130,12 @@ def _find_split_folder(root: Path, split: str) -> Path | None:
 def _scan_image_folder(
     folder: Path, class_names: list[str] | None
 ) -> tuple[list[Path], list[int], list[str]]:
-    """Paths and class ids of `folder/<class>/*`; the class list comes from the folder when not given."""
+    """Paths and class ids of `folder/<class>/*`; the class list comes from the folder when not given.
+
+    Links are followed, each real file is read once (`list_images`), and a file reached from two
+    class folders (`root/b` linking to `root/a`, or a link inside `a` to `b` or to the root) is an
+    error naming both paths: it would be a class holding another class's images.
+    """
     if not folder.is_dir():
         raise MissingInputError(f"image folder {folder} does not exist")
     found = sorted(p.name for p in folder.iterdir() if p.is_dir())
@@ -150,13 +150,20 @@ def _scan_image_folder(
         raise InputError(
             f"image folder {folder} has no class sub-folders (expected {folder}/<class>/<image>)"
         )
-    paths, labels = [], []
+    paths, labels, owner = [], [], {}  # owner: real file -> (class, the path it was listed under)
     for label, name in enumerate(class_names):
-        images = list_images(folder / name) if (folder / name).is_dir() else []
+        images = image_files(folder / name) if (folder / name).is_dir() else []
         if not images:
             log.warning("Class folder %s has no images", folder / name)
-        paths += images
-        labels += [label] * len(images)
+        for shown, real in images:
+            other, other_path = owner.setdefault(real, (name, shown))
+            if other != name:
+                raise InputError(
+                    f"{other_path} (class {other}) and {shown} (class {name}) are the same file, reached "
+                    "through a link: an image belongs to one class; remove the link or the copy"
+                )
+            paths.append(shown)
+            labels.append(label)
     if not paths:
         raise InputError(f"image folder {folder} has no images in its class folders")
     return paths, labels, class_names
@@ -196,15 +203,27 @@ class ImageFolder(ClassificationSource):
     def splits(
         self, class_names: list[str], label_mode: LabelMode, channels: int, image_size: int
     ) -> dict[str, Split]:
-        def folder(directory: Path) -> FileSource:
+        owners: dict[str, tuple[str, Path]] = {}  # real file -> (split, path) where first seen
+        shared: dict[tuple[str, str], list[str]] = {}
+
+        def folder(split: str, directory: Path) -> FileSource:
             paths, labels, _ = _scan_image_folder(directory, class_names)
+            for path in paths:
+                first, first_path = owners.setdefault(os.path.realpath(path), (split, path))
+                if first != split:
+                    shared.setdefault((first, split), []).append(f"{first_path} = {path}")
             return FileSource(paths, labels, channels)
 
-        splits = {"train": whole(folder(self._folder("train")))}
+        splits = {"train": whole(folder("train", self._folder("train")))}
         for split in ("val", "test"):
             directory = self._folder(split)
             if directory is not None:
-                splits[split] = whole(folder(directory))
+                splits[split] = whole(folder(split, directory))
+        for (first, second), pairs in shared.items():
+            log.warning(
+                "%d image(s) of the %s set are in the %s set too (through a link or a copy of the folder): %s",
+                len(pairs), first, second, "; ".join(pairs[:5]),
+            )  # fmt: skip
         return splits
 
 
@@ -270,6 +289,7 @@ class CsvLabels(ClassificationSource):
             "path_format": path_format, "label_columns": label_columns, "fold_column": fold_column,
             "fold": fold, "root": root, "class_names": self.class_names, "num_classes": num_classes,
         }  # fmt: skip
+        self._lines: dict[Path, list[int]] = {}
         self._rows = {self.csv_path: self._read(self.csv_path, training=True)}
         if self.test_csv is not None:
             self._rows[self.test_csv] = self._read(self.test_csv, training=False)
@@ -279,7 +299,11 @@ class CsvLabels(ClassificationSource):
             raise MissingInputError(f"CSV file {path} does not exist")
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
-            rows, columns = list(reader), reader.fieldnames or []
+            rows, lines = [], []
+            for row in reader:
+                rows.append(row)
+                lines.append(reader.line_num)  # as an editor counts, the header being line 1
+            columns = reader.fieldnames or []
         # Only the training CSV carries folds; a test CSV has no fold column.
         fold = [self.fold_column] if self.fold_column and training else []
         for column in [self.path_column, *self.label_columns, *fold]:
@@ -287,7 +311,15 @@ class CsvLabels(ClassificationSource):
                 raise InputError(f"{path} has no column {column!r} (columns: {', '.join(columns)})")
         if not rows:
             raise InputError(f"CSV file {path} has no rows")
+        self._lines[path] = lines
         return rows
+
+    def _cells(self, path: Path, column: str) -> list[labels.Cell]:
+        """The cells of `column` in CSV `path`, each with its line (a short row's missing cell is empty)."""
+        return [
+            labels.Cell(path, line, column, row.get(column) or "")
+            for line, row in zip(self._lines[path], self._rows[path])
+        ]
 
     def classes(self, label_mode: LabelMode) -> list[str]:
         if label_mode in ("multilabel", "soft"):
@@ -299,14 +331,21 @@ class CsvLabels(ClassificationSource):
                 f"label_mode {label_mode} reads one label column, got {self.label_columns}: "
                 "use label_mode soft or multilabel for one column per class"
             )
+        cells = self._cells(self.csv_path, self.label_columns[0])
+        labels.require_present(cells)
         if self.class_names is not None:
             return self.class_names
-        values = [row[self.label_columns[0]] for row in self._rows[self.csv_path]]
-        ids = [_int_or_none(v) for v in values]
-        if all(i is not None for i in ids):
-            default = 2 if label_mode == "binary" else max(ids) + 1  # type: ignore[type-var]
+        ids = labels.id_column(cells)
+        if ids is not None:
+            if self.num_classes is not None and max(ids) >= self.num_classes:
+                cell = cells[ids.index(max(ids))]
+                raise InputError(
+                    f"{cell.where} holds class id {cell.value}, but num_classes is {self.num_classes} "
+                    f"(ids 0..{self.num_classes - 1}): raise num_classes or fix the label"
+                )
+            default = 2 if label_mode == "binary" else max(ids) + 1
             return [str(i) for i in range(self.num_classes if self.num_classes is not None else default)]
-        names = sorted(set(values))
+        names = sorted({cell.value for cell in cells})
         if self.num_classes is not None and len(names) != self.num_classes:
             raise InputError(
                 f"{self.csv_path} column {self.label_columns[0]!r} has {len(names)} distinct labels but "
@@ -319,7 +358,7 @@ class CsvLabels(ClassificationSource):
     ) -> dict[str, Split]:
         train = self._samples(self.csv_path, class_names, label_mode, channels)
         if self.fold_column:
-            folds = [_int_or_none(row[self.fold_column]) for row in self._rows[self.csv_path]]
+            folds = [self._fold(cell) for cell in self._cells(self.csv_path, self.fold_column)]
             val = [i for i, f in enumerate(folds) if f == self.fold]
             if not val:
                 found = sorted({f for f in folds if f is not None})
@@ -336,45 +375,70 @@ class CsvLabels(ClassificationSource):
             splits["test"] = whole(self._samples(self.test_csv, class_names, label_mode, channels))
         return splits
 
+    @staticmethod
+    def _fold(cell: labels.Cell) -> int:
+        fold = labels.class_id(cell.value)  # a whole number of 0 or more, as fold numbers are
+        if fold is None:
+            raise InputError(f"{cell.where} holds {cell.value!r}: folds are whole numbers of 0 or more")
+        return fold
+
     def _samples(
         self, path: Path, class_names: list[str], label_mode: LabelMode, channels: int
     ) -> FileSource:
         rows = self._rows[path]
         image_root = self.root or path.parent
         paths = [image_root / self.path_format.format(row[self.path_column]) for row in rows]
-        return FileSource(paths, self._targets(path, rows, class_names, label_mode), channels)
+        targets = self._targets(path, class_names, label_mode)
+        self._check_once(path, paths, targets)
+        return FileSource(paths, targets, channels)
 
-    def _targets(
-        self, path: Path, rows: list[dict[str, str]], class_names: list[str], label_mode: LabelMode
-    ) -> list[Any]:
+    def _check_once(self, path: Path, paths: list[Path], targets: list[Any]) -> None:
+        """Each image is listed once: on two lines with different labels it is an error naming both
+        lines; the same row twice is named in a warning (it is read, and weighs, twice)."""
+        first: dict[Path, int] = {}
+        repeated = []
+        for position, image in enumerate(paths):
+            seen = first.setdefault(image, position)
+            if seen == position:
+                continue
+            line, earlier = self._lines[path][position], self._lines[path][seen]
+            if not np.array_equal(targets[seen], targets[position]):
+                raise InputError(
+                    f"{path} lists {image} on line {earlier} and again on line {line} with another label: "
+                    "an image belongs to one class"
+                )
+            repeated.append(f"{image} (lines {earlier} and {line})")
+        if repeated:
+            log.warning(
+                "%s lists %d image(s) more than once: %s", path, len(repeated), "; ".join(repeated[:10])
+            )
+
+    def _targets(self, path: Path, class_names: list[str], label_mode: LabelMode) -> list[Any]:
+        """The target of each row of CSV `path`, every cell checked (see vision_lightning.data.labels)."""
         if label_mode in ("multilabel", "soft"):
+            columns = [self._cells(path, column) for column in self.label_columns]
             targets = []
-            for line, row in enumerate(rows, start=2):
-                try:
-                    vector = np.array([float(row[c]) for c in self.label_columns], dtype=np.float32)
-                except ValueError:
-                    raise InputError(f"{path} line {line}: label columns must hold numbers") from None
-                if label_mode == "multilabel" and not np.isin(vector, (0.0, 1.0)).all():
+            for row in zip(*columns):
+                vector = np.array([labels.target_value(cell, label_mode) for cell in row], dtype=np.float32)
+                if label_mode == "soft" and not vector.any():
                     raise InputError(
-                        f"{path} line {line}: multilabel columns must hold 0 or 1, got {vector.tolist()}"
+                        f"{path} line {row[0].line}: every soft label is 0; a row needs a probability above 0"
                     )
                 targets.append(vector)
             return targets
-        column, count = self.label_columns[0], len(class_names)
-        index = {name: i for i, name in enumerate(class_names)}
-        targets, bad = [], []
-        for row in rows:
-            value = row[column]
-            label = index.get(value, _int_or_none(value))
-            if label is None or not 0 <= label < count:
-                bad.append(value)
+        cells = self._cells(path, self.label_columns[0])
+        labels.require_present(cells)
+        count, index = len(class_names), {name: i for i, name in enumerate(class_names)}
+        targets = []
+        for cell in cells:
+            label = index.get(cell.value, labels.class_id(cell.value))
+            if label is None or label >= count:
+                given = "given" if self.class_names is not None or self.num_classes is not None else "found"
+                raise InputError(
+                    f"{cell.where} holds {cell.value!r}, which is not one of the {count} classes {given} "
+                    f"(ids 0..{count - 1} or names {class_names[:5]}{'...' if count > 5 else ''})"
+                )
             targets.append(label)
-        if bad:
-            shown = ", ".join(sorted(set(bad))[:5])
-            raise InputError(
-                f"{path} column {column!r} has label(s) {shown} outside the {count} classes "
-                f"(ids 0..{count - 1} or names {class_names[:5]})"
-            )
         return targets
 
 

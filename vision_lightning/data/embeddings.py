@@ -9,7 +9,8 @@ with FeatureExtractModule and `predict_splits: [train, val]` writes under its ou
 Batches are `{"image": (N, D) float32 embeddings, "label": class ids, "path": image paths}`: the
 embedding goes under "image" so ClassifierModule (`backbone: identity`) trains, validates and
 predicts on it unchanged, and KNNClassifierModule reads the same batches. The `.npy` files are
-memory-mapped, so a cache larger than RAM is read row by row from disk.
+memory-mapped, so a cache larger than RAM is read row by row from disk; `setup` reads each file once,
+in chunks, to refuse one holding a NaN or infinite value (naming the file and the row).
 """
 
 from __future__ import annotations
@@ -193,6 +194,7 @@ class EmbeddingDataModule(VisionDataModule):
                     f"{array} has shape {tuple(rows)} but its index lists {len(paths)} rows of "
                     f"{self.num_features} features (the training width)"
                 )
+            _check_finite(array)
             labels = self._labels(split, required=split != "test")
             self._sources[split] = EmbeddingDataset(array, labels, paths)
 
@@ -207,6 +209,24 @@ class EmbeddingDataModule(VisionDataModule):
         """Validation embeddings; `[]` (Lightning: no validation) with `val_split: null`."""
         self.setup()
         return self._loader(self._dataset("val")) if "val" in self._sources else []
+
+
+def _check_finite(path: Path, chunk_bytes: int = 64 * 2**20) -> None:
+    """Every value of the `.npy` file at `path` is finite, else an error naming the file and the first
+    bad row; read in chunks of about `chunk_bytes` (the file may be larger than memory)."""
+    array = np.load(path, mmap_mode="r")
+    if not np.issubdtype(array.dtype, np.floating) or array.size == 0:
+        return
+    rows = max(1, chunk_bytes // max(1, array[0].nbytes))
+    for start in range(0, len(array), rows):
+        finite = np.isfinite(np.asarray(array[start : start + rows])).reshape(
+            min(rows, len(array) - start), -1
+        )
+        bad = np.flatnonzero(~finite.all(axis=1))
+        if bad.size:
+            raise InputError(
+                f"{path} row {start + int(bad[0])} holds a NaN or infinite value: extract the embeddings again"
+            )
 
 
 def _suffix(split: str) -> str:

@@ -209,7 +209,7 @@ def pair_images_and_masks(
     if extension and not extension.startswith("."):
         extension = "." + extension
     masks: dict[str, Path] = {}
-    for path in list_images(mask_folder, recursive=False):
+    for path in list_images(mask_folder, recursive=False, once=False):  # masks may be shared
         if extension is None or path.suffix.lower() == extension:
             masks.setdefault(path.stem, path)
     paired = [masks.get(p.stem + mask_suffix) for p in images]

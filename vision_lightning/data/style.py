@@ -11,7 +11,6 @@ The style image is read once and handed to the task by `style_tensor()`; predict
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from vision_lightning.data.base import Split, VisionDataModule
 from vision_lightning.data.datasets import SampleSource, WholeImages
 from vision_lightning.data.style_sources import ContentSource, SyntheticTextureContent
-from vision_lightning.utils.errors import InputError, MissingInputError
+from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.images import read_style_image, to_float_tensor
 from vision_lightning.utils.resize import bicubic_resize
 
@@ -93,8 +92,6 @@ class StyleTransferDataModule(VisionDataModule):
             )
         if style_image is not None and not style_image:
             raise InputError("style_image must be the path of the style image (or null when only predicting)")
-        if style_image is not None and not Path(style_image).is_file():
-            raise MissingInputError(f"style image {style_image} does not exist")
         if style_size is not None and style_size < 1:
             raise InputError(
                 f"style_size must be positive (or null to keep the style image's size), got {style_size}"

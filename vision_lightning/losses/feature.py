@@ -24,7 +24,12 @@ from vision_lightning.losses.pixel import PixelLossName, build_pixel_loss
 from vision_lightning.models.factory import resolve_backbone_name
 from vision_lightning.utils.errors import DownloadError, InputError
 from vision_lightning.utils.precision import in_float32
-from vision_lightning.utils.weights import check_compatible, load_weights, read_state_dict
+from vision_lightning.utils.weights import (
+    check_compatible,
+    load_weights,
+    pretrained_torchvision,
+    read_state_dict,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -77,7 +82,9 @@ def _torchvision_model(network: str, name: str, pretrained: bool, meta: bool = F
         if meta:  # shapes only: skips initialising weights that are loaded or truncated away
             with torch.device("meta"):
                 return torchvision.models.get_model(name, weights=None)
-        return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
+        return (
+            pretrained_torchvision(name) if pretrained else torchvision.models.get_model(name, weights=None)
+        )
     except Exception as error:  # noqa: BLE001 - urllib, OSError, RuntimeError ... when offline
         if pretrained:
             raise _download_error(network, error) from None

@@ -23,7 +23,7 @@ from torch import nn
 
 from vision_lightning.models.classic import CLASSIC_NETS, create_classic_backbone
 from vision_lightning.utils.errors import DownloadError, InputError
-from vision_lightning.utils.weights import load_weights
+from vision_lightning.utils.weights import load_weights, pretrained_torchvision
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,10 @@ def create_backbone(
         num_features = backbone.num_features
     elif source == "torchvision":
         try:
-            model = torchvision.models.get_model(model_name, weights="DEFAULT" if pretrained else None)
+            if pretrained:
+                model = pretrained_torchvision(model_name)
+            else:
+                model = torchvision.models.get_model(model_name, weights=None)
         except Exception as error:  # noqa: BLE001
             if pretrained:
                 raise _download_error(name, error) from None

@@ -49,7 +49,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.fabric.utilities.cloud_io import _load as pl_load
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
@@ -65,7 +64,10 @@ from vision_lightning.optim import (
 from vision_lightning.optim.factories import factory_argument, resolve_factory
 from vision_lightning.outputs.files import BatchNames
 from vision_lightning.tasks.acceleration import Accelerated, CompileOptions
+from vision_lightning.tasks.divergence import LossWatch, NonFiniteLoss
+from vision_lightning.utils.checkpoints import check_task_class, guard_checkpoint_loading, read_checkpoint
 from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.finite import check_finite_weights
 from vision_lightning.utils.hparams import PlainHyperparameters
 from vision_lightning.utils.images import list_images, read_image
 from vision_lightning.utils.loggers import StepLogGate, describe_run, no_default_hp_metric
@@ -111,10 +113,14 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
         freeze_backbone: bool | int = False,
         compile: bool | CompileOptions = False,
         channels_last: bool = False,
+        nonfinite_loss: NonFiniteLoss = "error",
     ) -> None:
-        """The arguments every task shares (concrete tasks pass `compile` and `channels_last` on
-        through `**kwargs`; see `vision_lightning.tasks.acceleration`)."""
+        """The arguments every task shares (concrete tasks pass `compile`, `channels_last` and
+        `nonfinite_loss` on through `**kwargs`; see `vision_lightning.tasks.acceleration`).
+        `nonfinite_loss`: at the first NaN or infinite training loss, `error` stops the run with a
+        `TrainingDivergedError`; `warn` warns once and trains on (`vision_lightning.tasks.divergence`)."""
         super().__init__()
+        self._loss_watch = LossWatch(nonfinite_loss)
         self.set_acceleration(compile, channels_last)
         self.optimizer_factory = resolve_factory(optimizer, "optimizer")
         self.lr_scheduler_factory = resolve_factory(lr_scheduler, "lr_scheduler")
@@ -297,7 +303,18 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
                 self.log_dict(per_class, sync_dist=True)
         metrics.reset()
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._loss_watch.step = self.trainer.global_step
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._loss_watch.add(outputs, batch, batch_idx, self.trainer)
+
+    def on_validation_start(self) -> None:
+        if self.trainer.state.fn == TrainerFn.FITTING:  # validation inside fit: not on a diverged state
+            self._loss_watch.poll(wait=True, trainer=self.trainer)
+
     def on_train_epoch_end(self) -> None:
+        self._loss_watch.poll(wait=True, trainer=self.trainer)
         self._log_epoch_sums()
         self._log_epoch_metrics("train")
 
@@ -310,6 +327,7 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
         for module in self.modules():
             if isinstance(module, Metric):
                 module.reset()
+        self._loss_watch.reset()
         describe_run(self.trainer, self.hparams_initial, self.monitor, self.chart_layout())
 
     def chart_layout(self) -> dict[str, list[str]]:
@@ -356,8 +374,11 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
         self.compile_networks_instead()
         if self._trainer is None:  # called by hand, outside a Trainer: nothing to read from it
             return
+        guard_checkpoint_loading(self._trainer)
         no_default_hp_metric(self._trainer)
         datamodule = getattr(self._trainer, "datamodule", None)
+        if datamodule is not None:
+            check_classes_agree(self.hparams, datamodule)
         if callable(getattr(datamodule, "preprocessing", None)):
             self.preprocessing = datamodule.preprocessing()
             self._check_input_size(self.preprocessing.get("image_size"))
@@ -390,7 +411,9 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
         checkpoint["state_dict"] = state_dict
         differences = _architecture_differences(checkpoint.get("hyper_parameters", {}), self.hparams)
         path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+        check_task_class(checkpoint, path or "", type(self))
         source = f"checkpoint {path}" if path else "checkpoint"
+        check_finite_weights(state_dict, source)  # predict, validate, test and resume alike
         source += f" trained with {', '.join(differences)}" if differences else ""
         check_compatible(self, state_dict, source, strict=self.strict_loading)
         self._check_resumed_groups(checkpoint, source)
@@ -428,6 +451,7 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
             raise InputError(
                 "vision_lightning checkpoints hold only weights and plain values: load them with weights_only=True"
             )
+        check_task_class(read_checkpoint(checkpoint_path, mmap=True), checkpoint_path, cls)
         parameters = inspect.signature(cls.__init__).parameters
         for key, value in (("pretrained", False), ("weights", None)):
             if key in parameters:
@@ -437,12 +461,14 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
                 checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs
             )
         except InputError as error:
-            trained = pl_load(checkpoint_path, map_location="cpu", weights_only=True).get(
-                "hyper_parameters", {}
-            )
+            trained = read_checkpoint(checkpoint_path, mmap=True).get("hyper_parameters", {})
             differences = _architecture_differences(trained, kwargs)
             if not differences:
-                raise
+                if str(checkpoint_path) in str(error) or not str(error).startswith("checkpoint "):
+                    raise
+                raise type(error)(
+                    str(error).replace("checkpoint", f"checkpoint {checkpoint_path}", 1)
+                ) from None
             message = str(error).replace(
                 "checkpoint", f"checkpoint {checkpoint_path} trained with {', '.join(differences)}", 1
             )
@@ -547,6 +573,29 @@ class NetworkTask(BaseTask):
     @property
     def head(self) -> nn.ModuleList:
         return nn.ModuleList(m for name, m in self.model.named_children() if name != self.backbone_child)
+
+
+def check_classes_agree(hparams: Mapping[str, Any], datamodule: Any) -> None:
+    """A model built for other classes than its data's is an error naming both: the CLI links the
+    data's classes into the model, a model built in Python must be given them (`datamodule.num_classes`)."""
+    ours, theirs = hparams.get("num_classes"), getattr(datamodule, "num_classes", None)
+    data_names = getattr(datamodule, "class_names", None)
+    shown = (
+        f" ({', '.join(map(str, data_names[:8]))}{', ...' if len(data_names) > 8 else ''})"
+        if data_names
+        else ""
+    )
+    if isinstance(ours, int) and isinstance(theirs, int) and ours != theirs:
+        raise InputError(
+            f"the model has num_classes={ours} but the data has {theirs} classes{shown}: build the model "
+            "with num_classes=datamodule.num_classes"
+        )
+    names = hparams.get("class_names")
+    if names is not None and data_names is not None and list(names) != list(data_names):
+        raise InputError(
+            f"the model's class_names {list(names)} are not the data's {list(data_names)}: the data "
+            "decides the classes and their order"
+        )
 
 
 ARCHITECTURE_KEYS = ("backbone", "arch", "encoder", "num_classes", "label_mode", "mode", "head", "scale")

@@ -30,6 +30,7 @@ from vision_lightning.outputs.files import BatchNames
 from vision_lightning.tasks.acceleration import Accelerated, CompileOptions
 from vision_lightning.tasks.base import BaseTask
 from vision_lightning.tasks.loading import load_task_checkpoint
+from vision_lightning.utils.checkpoints import guard_checkpoint_loading
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.hparams import PlainHyperparameters
 from vision_lightning.utils.weights import load_weights
@@ -122,6 +123,8 @@ class FeatureExtractModule(Accelerated, PlainHyperparameters, pl.LightningModule
 
     def setup(self, stage: str) -> None:
         self.compile_networks_instead()
+        if self._trainer is not None:
+            guard_checkpoint_loading(self._trainer)
 
     def _build_backbone(self, module: nn.Module | None) -> nn.Module:
         hp = self.hparams

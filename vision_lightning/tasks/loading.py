@@ -11,30 +11,16 @@ import inspect
 from collections.abc import Mapping
 from pathlib import Path
 
-from lightning.fabric.utilities.cloud_io import _load as pl_load
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 
 from vision_lightning.tasks.base import BaseTask
 from vision_lightning.tasks.classification import ClassifierModule
 from vision_lightning.tasks.segmentation import SegmentationModule
-from vision_lightning.utils.errors import InputError, MissingInputError
+from vision_lightning.utils.checkpoints import read_checkpoint
+from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.finite import check_finite_weights
 from vision_lightning.utils.hparams import import_path, is_subclass, trusted_class_path
 from vision_lightning.utils.weights import check_compatible, match_keys
-
-
-def read_checkpoint(path: Path) -> dict:
-    """The checkpoint's contents (weights_only), or one sentence saying why they cannot be read."""
-    if not path.is_file():
-        raise MissingInputError(f"checkpoint {path} does not exist")
-    try:
-        data = pl_load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
-        raise InputError(f"checkpoint {path} cannot be read as a Lightning checkpoint: {error}") from None
-    if not isinstance(data, Mapping):
-        raise InputError(
-            f"checkpoint {path} is not a Lightning checkpoint (it holds a {type(data).__name__})"
-        )
-    return data
 
 
 def task_class_of(hyper_parameters: Mapping) -> type[BaseTask] | None:
@@ -70,6 +56,7 @@ def load_task_checkpoint(path: str | Path) -> BaseTask:
         _given_hyperparameters.reset(token)
     state_dict = match_keys(model, data.get("state_dict", {}))
     check_compatible(model, state_dict, f"checkpoint {path}")
+    check_finite_weights(state_dict, f"checkpoint {path}")
     model.load_state_dict(state_dict)
     return model.eval()
 

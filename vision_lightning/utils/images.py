@@ -4,13 +4,20 @@ Images are read as people see them: a file's EXIF orientation (a phone photo sav
 "rotate 90 degrees when shown") is applied by `read_image`, `read_mask` and `image_size_of` alike, so
 an image, its mask and the sizes checked before training always agree. Pixels are never read any
 other way in the package: whatever opens an image file goes through this module.
+
+Every image becomes 8-bit the same way for every task (`read_image` says how: 16-bit and float
+images are scaled, not clipped; transparent pixels are composited over black). Files are listed once
+however folders are linked (`list_images`), and sizes past PIL's decompression-bomb limit are refused
+before decoding; tiny or extremely elongated images are reported by the pre-training check.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import struct
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -34,13 +41,56 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
-    """All image files under `folder`, sorted, so every run sees the same order."""
+def list_images(folder: str | Path, recursive: bool = True, once: bool = True) -> list[Path]:
+    """All image files under `folder`, sorted, so every run sees the same order; each file once.
+
+    Links are followed (a data set linked into place is read), but each real file is listed once,
+    under the name that crosses the fewest links (then the first in sorted order), and a link back
+    to a folder being walked (a loop) is skipped with a warning instead of being walked forever.
+    `once=False` lists every name of a file (masks shared by several images through links).
+    """
+    return [shown for shown, _ in image_files(folder, recursive, once)]
+
+
+def image_files(folder: str | Path, recursive: bool = True, once: bool = True) -> list[tuple[Path, str]]:
+    """(path as listed, real path) of every image file under `folder`, as `list_images` lists them."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingInputError(f"image folder {folder} does not exist")
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_file(p))
+    found: dict[str, tuple[int, Path]] = {}  # real path -> (links crossed, shown path)
+    every: list[tuple[Path, str]] = []  # once=False: every name
+    walked: dict[str, int] = {}  # real folder -> the fewest links it was reached through
+
+    def walk(directory: Path, real: str, links: int, ancestors: frozenset[str]) -> None:
+        if walked.get(real, links + 1) <= links:
+            return  # walked already, through as few links: its files are listed (no walk per path)
+        walked[real] = links
+        with os.scandir(directory) as entries:
+            entries = sorted(entries, key=lambda entry: entry.name)
+        for entry in entries:
+            shown, linked = directory / entry.name, entry.is_symlink()
+            try:
+                is_dir = entry.is_dir()
+                is_file = not is_dir and entry.is_file()
+            except OSError:  # a link to nothing, or no permission: not an image we can read
+                continue
+            if is_file and is_image_file(entry.name):
+                target = os.path.realpath(shown) if linked else os.path.join(real, entry.name)
+                rank = (links + linked, shown)
+                every.append((shown, target))
+                if target not in found or rank < found[target]:
+                    found[target] = rank
+            elif is_dir and recursive:
+                target = os.path.realpath(shown) if linked else os.path.join(real, entry.name)
+                if target in ancestors:
+                    log.warning("Not following %s: it links back to %s, a folder it is inside", shown, target)
+                    continue
+                walk(shown, target, links + linked, ancestors | {target})
+
+    start = os.path.realpath(folder)
+    walk(folder, start, 0, frozenset({start}))
+    listed = every if not once else [(shown, real) for real, (_, shown) in found.items()]
+    return sorted(listed, key=lambda item: item[0])
 
 
 ORIENTATION_TAG = 0x0112  # EXIF "Orientation": how the stored pixels must be turned to be shown
@@ -131,6 +181,85 @@ def _opened(path: str | Path, data: bytes | memoryview | None) -> BinaryIO:
     return io.BytesIO(data) if data is not None else open(path, "rb")  # the caller closes it
 
 
+MIN_SIDE = 2  # pixels: a shorter side below this (a 1-pixel web placeholder) is reported
+MAX_ASPECT = 50  # a longer side over 50 times the shorter is reported: shorter-side resizing blows it up
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_once(path: str | Path, message: str) -> None:
+    """Log `message` the first time it is said of `path` in this process (read_image runs every epoch)."""
+    with _warned_lock:
+        if str(path) in _warned:
+            return
+        _warned.add(str(path))
+    log.warning(message)
+
+
+def oversize_problem(width: int, height: int) -> str | None:
+    """Why an image of this size is not decoded (more pixels than PIL's decompression-bomb limit,
+    `PIL.Image.MAX_IMAGE_PIXELS`, 89.5 million by default), or None."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        return (
+            f"{width}x{height} pixels ({width * height / 1e6:.1f} million) is more than PIL's "
+            f"decompression-bomb limit of {limit / 1e6:.1f} million (raise PIL.Image.MAX_IMAGE_PIXELS to read it)"
+        )
+    return None
+
+
+def shape_concern(width: int, height: int) -> str | None:
+    """Why an image of this size is probably not what was meant (it is still used): a side under
+    MIN_SIDE pixels, or an aspect ratio beyond MAX_ASPECT:1; None for ordinary sizes."""
+    short, long = min(width, height), max(width, height)
+    if short < MIN_SIDE:
+        return f"{width}x{height} pixels, a side under {MIN_SIDE} pixels"
+    if long > MAX_ASPECT * short:
+        return f"{width}x{height} pixels, an aspect ratio beyond {MAX_ASPECT}:1"
+    return None
+
+
+def _scaled_to_uint8(values: np.ndarray, mode: str, path: str | Path) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float single-channel image as uint8, scaled (see `read_image`)."""
+    if mode == "F":
+        if not np.isfinite(values).all():
+            raise InputError(f"image {path} has non-finite pixel values (NaN or infinity)")
+        low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+        if low < 0:
+            raise InputError(
+                f"image {path} is a float image with negative values ({low:g} to {high:g}); "
+                "save it with values in 0..1"
+            )
+        if high > 1:
+            _warn_once(path, f"Float image {path} has values up to {high:g}, past 1: scaled by its maximum")
+            values = values / high
+        return np.rint(values * 255).astype(np.uint8)
+    if mode == "I" and values.min(initial=0) < 0:
+        raise InputError(f"image {path} has negative pixel values; integer images must be 0 or more")
+    top = 65535 if mode in _SIXTEEN_BIT or values.max(initial=0) <= 65535 else 2**31 - 1
+    return np.rint(values.astype(np.float64) * (255 / top)).astype(np.uint8)
+
+
+def _over_black(image: Image.Image) -> np.ndarray:
+    """An image with transparency as uint8 RGB composited over black (colour times opacity)."""
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.uint16)
+    return ((rgba[..., :3] * rgba[..., 3:] + 127) // 255).astype(np.uint8)
+
+
+def _pixels(image: Image.Image, mode: str, turn: int, path: str | Path) -> np.ndarray:
+    """`image` (just opened) as uint8 HxW (`mode` L) or HxWx3 (RGB), upright: see `read_image`."""
+    kind = image.mode
+    if kind in (*_SIXTEEN_BIT, "I", "F"):
+        gray = _scaled_to_uint8(np.asarray(upright(image, turn)), kind, path)
+        return gray if mode == "L" else np.repeat(gray[..., None], 3, axis=2)
+    if kind in _ALPHA or "transparency" in image.info:
+        rgb = _over_black(upright(image, turn))
+        return np.asarray(Image.fromarray(rgb).convert("L")) if mode == "L" else rgb
+    return np.asarray(upright(image.convert(mode), turn))
+
+
 def read_image(path: str | Path, channels: int = 3, data: bytes | memoryview | None = None) -> np.ndarray:
     """Read an image as uint8 HxWxC with C = `channels` (1 = grayscale, 3 = RGB), upright.
 
@@ -138,16 +267,38 @@ def read_image(path: str | Path, channels: int = 3, data: bytes | memoryview | N
     is asked for, so a model's `in_channels` decides and the files on disk do not have to agree.
     The EXIF orientation is applied: a phone photo comes out as it is shown, not as it is stored.
     `data`: the file's bytes, already read (a streamed sample); `path` then only names it.
+
+    Pixel values are scaled to 0..255, never clipped:
+    - integer images by their type's maximum: 8-bit as they are, 16-bit (PNG, TIFF) times 255/65535
+      (16-bit colour is reduced so by PIL itself), 32-bit integer ones as 16-bit when their values
+      fit, else by 2**31 - 1; negative values are an InputError;
+    - float images (mode F, float TIFF) must be finite and not negative (else an InputError naming
+      the file): values within 0..1 are taken as they are, larger ones are divided by the image's
+      maximum, with a warning naming the file;
+    - transparency (RGBA, LA, palette or colour-key transparency) is composited over black: a pixel
+      keeps its colour times its opacity, so fully transparent pixels are black whatever colour they
+      hide (PIL's `convert("RGB")` would show that hidden colour);
+    - an image with more pixels than PIL's decompression-bomb limit is an InputError naming the file
+      and its size, before any pixel is decoded.
     """
     mode = {1: "L", 3: "RGB"}.get(channels)
     if mode is None:
         raise InputError(f"channels must be 1 or 3 to read {path}, got {channels}")
     try:
         with _opened(path, data) as file, Image.open(file) as image:  # see _pil_turns_tiffs
+            too_big = oversize_problem(image.width, image.height)
+            if too_big:
+                raise InputError(f"image {path} is not read: {too_big}")
             turn = orientation_to_apply(image, path, decode=True)
-            array = np.asarray(upright(image.convert(mode), turn))
+            array = _pixels(image, mode, turn, path)
+    except InputError:
+        raise
     except FileNotFoundError:
         raise MissingInputError(f"image {path} does not exist") from None
+    except Image.DecompressionBombError as error:
+        raise InputError(
+            f"image {path} is not read: {error} (raise PIL.Image.MAX_IMAGE_PIXELS to read it)"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise InputError(f"image {path} cannot be read: {error}") from None
     return array[..., None] if channels == 1 else array
@@ -164,6 +315,10 @@ def image_size_of(path: str | Path) -> tuple[int, int]:
             return height, width
     except FileNotFoundError:
         raise MissingInputError(f"image {path} does not exist") from None
+    except Image.DecompressionBombError as error:
+        raise InputError(
+            f"image {path} is not read: {error} (raise PIL.Image.MAX_IMAGE_PIXELS to read it)"
+        ) from None
     except (OSError, SyntaxError, ValueError) as error:  # a PNG with late metadata is decoded
         raise InputError(f"image {path} cannot be read: {error}") from None
 
@@ -174,36 +329,61 @@ def to_float_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 def image_problem(path: str | Path) -> str | None:
-    """Why `path` is not a usable image (missing, corrupt, truncated), or None when it decodes fully.
+    """Why `path` is not a usable image (missing, corrupt, truncated, past the decompression-bomb
+    limit, float pixels that are not finite or negative), or None when it decodes fully."""
+    return inspect_image(path)[0]
+
+
+def inspect_image(path: str | Path) -> tuple[str | None, str | None]:
+    """(why `path` is not usable or None, why its size looks wrong or None: see `shape_concern`).
 
     `Image.verify()` catches a broken header or structure; decoding all pixels (`load()`) catches
     truncated files, which verify does not (seed 001 found both kinds in the cats-vs-dogs set).
     """
     try:
         with Image.open(path) as image:
+            too_big = oversize_problem(image.width, image.height)
+            if too_big:
+                return too_big, None
             image.verify()
         with Image.open(path) as image:
             image.load()
+            if image.mode == "F":
+                values = np.asarray(image)
+                if not np.isfinite(values).all():
+                    return "float pixels that are NaN or infinite", None
+                if values.min(initial=0.0) < 0:
+                    return "float pixels below 0", None
+            return None, shape_concern(image.width, image.height)
     except FileNotFoundError:
-        return "file does not exist"
+        return "file does not exist", None
     except Exception as error:  # noqa: BLE001 - any decoder failure means the file is unusable
-        return f"{type(error).__name__}: {error}"
-    return None
+        return f"{type(error).__name__}: {error}", None
 
 
 def find_bad_images(paths: Iterable[str | Path], workers: int = 8) -> list[tuple[str, str]]:
-    """(path, reason) for every file in `paths` that does not decode; checked in parallel threads."""
+    """(path, reason) for every file in `paths` that does not decode; checked in parallel threads.
+    Usable images of a doubtful size (`shape_concern`) are named in one warning."""
     paths = [str(p) for p in paths]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        problems = list(pool.map(image_problem, paths))
-    return [(path, problem) for path, problem in zip(paths, problems) if problem is not None]
+        found = list(pool.map(inspect_image, paths))
+    odd = [f"{path} ({concern})" for path, (_, concern) in zip(paths, found) if concern is not None]
+    if odd:
+        log.warning(
+            "%d image(s) of a doubtful size, used as they are: %s%s",
+            len(odd), "; ".join(odd[:20]), f"; and {len(odd) - 20} more" if len(odd) > 20 else "",
+        )  # fmt: skip
+    return [(path, problem) for path, (problem, _) in zip(paths, found) if problem is not None]
 
 
 def drop_bad_images(paths: Sequence[str | Path], on_bad: str, what: str) -> list[int]:
     """Indices of the usable images in `paths`; bad ones are reported by path and skipped or fatal.
 
     `on_bad` is "skip" (warn, naming every file, and go on without them), "error" (stop) or "off"
-    (do not check). `what` names the data set in the messages.
+    (do not check). `what` names the data set in the messages. Besides files that do not decode,
+    bad are images past PIL's decompression-bomb limit and float images with NaN, infinite or
+    negative pixels; images with a side under MIN_SIDE pixels or an aspect ratio beyond MAX_ASPECT:1
+    are used, with a warning naming them.
     """
     if on_bad == "off":
         return list(range(len(paths)))
@@ -252,13 +432,22 @@ def read_mask(
     """
     try:
         with _opened(path, data) as file, Image.open(file) as image:  # see _pil_turns_tiffs
+            too_big = oversize_problem(image.width, image.height)
+            if too_big:
+                raise InputError(f"mask {path} is not read: {too_big}")
             turn, mode = orientation_to_apply(image, path, decode=True), image.mode
             if mask_format != "colors" and mode in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
                 array = np.asarray(upright(image, turn))  # palette indices / gray values, not converted
             else:
                 array = np.asarray(upright(image.convert("RGB"), turn))
+    except InputError:
+        raise
     except FileNotFoundError:
         raise MissingInputError(f"mask {path} does not exist") from None
+    except Image.DecompressionBombError as error:
+        raise InputError(
+            f"mask {path} is not read: {error} (raise PIL.Image.MAX_IMAGE_PIXELS to read it)"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise InputError(f"mask {path} cannot be read: {error}") from None
     if mask_format == "colors":
@@ -305,5 +494,7 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 def read_style_image(path: str | Path, style_size: int | None = None) -> torch.Tensor:
     """The style image at `path` as (1, 3, H, W) float in [0, 1], its shorter side resized to `style_size`."""
+    if not Path(path).is_file():
+        raise MissingInputError(f"style image {path} does not exist")
     style = to_float_tensor(read_image(path))[None]
     return resize_shorter_side(style, style_size) if style_size else style

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vision_lightning.utils.errors import InputError, MissingInputError
+from vision_lightning.utils.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +44,25 @@ def match_keys(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a `.pth`/`.pt`/`.ckpt` file, without wrapper prefixes, loaded with weights_only."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"weights file {path} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
-        raise InputError(f"weights file {path} cannot be loaded as a PyTorch state dict: {error}") from None
+    from vision_lightning.utils.checkpoints import read_checkpoint
+
+    data = read_checkpoint(path, what="weights file")
     if isinstance(data, Mapping) and "state_dict" in data and isinstance(data["state_dict"], Mapping):
         data = data["state_dict"]  # a Lightning checkpoint
     if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise InputError(f"weights file {path} does not hold a state dict (a mapping of names to tensors)")
     return strip_prefixes(data)
+
+
+def pretrained_torchvision(name: str) -> nn.Module:
+    """torchvision's model `name` with its DEFAULT ImageNet weights. torchvision reads its download
+    with `weights_only=False`; the file (downloaded or in torch's cache) is first read here with
+    `weights_only=True`, so a file that is more than weights never reaches the unsafe read."""
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    return torchvision.models.get_model(name, weights=weights)
 
 
 def describe_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> tuple[list, list, list]:
