@@ -1,4 +1,4 @@
-"""The issue-12 benchmark scripts run anywhere: benchmarks/gpu_check.py says in one sentence that
+"""The issue-12 and -13 benchmark scripts run anywhere: benchmarks/gpu_check.py says in one sentence that
 there is no GPU and exits 0 (safe in CI), and benchmarks/acceleration.py measures a task's
 benchmark network on the CPU through Lightning."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import acceleration, gpu_check
+from benchmarks import acceleration, gpu_check, memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,3 +81,23 @@ def test_acceleration_benchmark_refuses_fp16_on_the_cpu(capsys: pytest.CaptureFi
     with pytest.raises(SystemExit):
         acceleration.main(["--variants", "fp16", "--tasks", "classification"])
     assert "16-mixed" in capsys.readouterr().err
+
+
+def test_memory_benchmark_records_predict_marks_and_fit_epochs(tmp_path: Path, capsys: pytest.CaptureFixture):
+    output = tmp_path / "figures.json"
+    figures = memory.main(
+        ["--images", "24", "--batch-size", "4", "--epochs", "2", "--fit-samples", "40",
+         "--tasks", "segmentation", "fit", "--output", str(output)]
+    )  # fmt: skip
+    assert json.loads(output.read_text()) == figures
+    predict = figures["results"]["predict segmentation"]
+    assert predict["items"] == 24
+    marks = [r["done"] for r in predict["records"]]
+    assert marks[0] == 0.0 and marks[-1] == 1.0 and len(marks) == 4  # start, 10%+, 50%+, 100%
+    fit = [r for r in figures["results"]["fit"]["records"] if r["stage"] == "fit"]
+    assert [r["epoch"] for r in fit] == [1, 2]
+    assert all(0 < r["rss"] <= r["peak"] for r in [*predict["records"], *fit])
+    table = capsys.readouterr().out
+    assert (
+        "| predict segmentation | 24 | 100% |" in table and "| epoch | step | RSS MiB | peak MiB |" in table
+    )

@@ -109,7 +109,10 @@ def test_ddp_predict_writes_one_merged_csv(ddp_fit: Path, tmp_path: Path):
     common = [*_classification(tmp_path), "--ckpt_path", checkpoint, "--trainer.logger", "false"]
     _cli("predict", *common, *DDP, "--prediction_writer.output_dir", tmp_path / "ddp", cwd=tmp_path)
     run_cli("predict", *common, *SINGLE, "--prediction_writer.output_dir", tmp_path / "one")
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["predictions.csv"]  # parts merged away
+    # parts merged away; the run's record lists the merged file and every item once
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["prediction_run.json", "predictions.csv"]
+    record = json.loads((tmp_path / "ddp/prediction_run.json").read_text())
+    assert record["files"] == [{"path": "predictions.csv", "rows": 19}] and record["items_predicted"] == 19
     merged, single = _rows(tmp_path / "ddp/predictions.csv"), _rows(tmp_path / "one/predictions.csv")
     assert merged[0] == single[0] and "_index" not in merged[0]
     assert len(merged) == 1 + 19  # every test image once
@@ -161,7 +164,14 @@ def test_ddp_predict_writes_each_mask_once(tmp_path: Path):
     run_cli("predict", *common, *SINGLE, "--prediction_writer.output_dir", tmp_path / "one")
     masks = sorted(p.name for p in (tmp_path / "one/masks").iterdir())
     assert len(masks) == 7 and sorted(p.name for p in (tmp_path / "ddp/masks").iterdir()) == masks
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["masks", "masks.csv"]
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
+        "masks",
+        "masks.csv",
+        "prediction_run.json",
+    ]
+    record = json.loads((tmp_path / "ddp/prediction_run.json").read_text())
+    assert sorted(entry["path"] for entry in record["files"]) == ["masks.csv", *(f"masks/{m}" for m in masks)]
+    assert record["items_predicted"] == 7
     merged, single = _rows(tmp_path / "ddp/masks.csv"), _rows(tmp_path / "one/masks.csv")
     assert [row[0] for row in merged] == [row[0] for row in single] and len(merged) == 8
 

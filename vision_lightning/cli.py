@@ -322,9 +322,9 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def predict_images_command(argv: list[str]) -> None:
-    """`predict_images --ckpt_path FILE --images PATH [--output_dir DIR] [--batch_size N]`: the
-    checkpoint's task predicts the images with the preprocessing saved in it; files as `predict`
-    writes them."""
+    """`predict_images --ckpt_path FILE --images PATH [--output_dir DIR] [--batch_size N] [--existing
+    error|overwrite|add]`: the checkpoint's task predicts the images with the preprocessing saved in
+    it; files as `predict` writes them."""
     parser = OneLineArgumentParser(
         prog="python -m vision_lightning predict_images", description=predict_images_command.__doc__
     )
@@ -332,9 +332,17 @@ def predict_images_command(argv: list[str]) -> None:
     parser.add_argument("--images", required=True, help="an image file or a folder of images")
     parser.add_argument("--output_dir", default="predictions", help="where the prediction files go")
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument(
+        "--existing",
+        choices=["error", "overwrite", "add"],
+        default="error",
+        help="a non-empty output folder: refuse it, replace what earlier runs recorded there, or add to it",
+    )
     options = parser.parse_args(argv)
     task = load_task(options.ckpt_path)
-    path = task.predict_to_folder(options.images, options.output_dir, options.batch_size)
+    path = task.predict_to_folder(
+        options.images, options.output_dir, options.batch_size, options.existing, options.ckpt_path
+    )
     print(f"Predictions written to {path}")
 
 

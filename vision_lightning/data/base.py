@@ -34,7 +34,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vision_lightning.data.datasets import CachedSource, FileSource, SampleSource, collate
+from vision_lightning.data.datasets import CachedSource, FileSource, SampleSource, collate, skipped_paths
 from vision_lightning.data.seeding import EpochSampler, SeededItems, run_seed
 from vision_lightning.data.streaming import StreamedSplit
 from vision_lightning.utils.errors import InputError
@@ -116,6 +116,8 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         self.bad_images = bad_images
         self.val_split, self.split_seed = val_split, split_seed
         self.predict_root = Path(predict_root) if predict_root else None
+        #: unreadable files left out of the predict folder (PredictionWriter lists them in its record)
+        self.skipped_predict_images: list[str] = []
 
     def __repr__(self) -> str:
         """Named by its source, without building loaders: Lightning's `__str__` would set the data
@@ -257,6 +259,7 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         """The readable images under `predict_root` (searched recursively) as the predict split;
         unreadable ones are skipped or stop the run as `bad_images` says."""
         paths, keep = readable_images(self.predict_root, self.bad_images, f"predict_root {self.predict_root}")
+        self.skipped_predict_images = skipped_paths(paths, keep)
         return FileSource(paths, None, channels), keep
 
     # ----------------------------------------------------------------- loaders

@@ -66,6 +66,13 @@ def source_item_names(source: Any, indices: Sequence[int]) -> list[str] | None:
     return [str(paths[i]) for i in indices] if isinstance(paths, list) else None
 
 
+def skipped_paths(paths: Sequence[str | Path], keep: Sequence[int]) -> list[str]:
+    """The paths not kept (the unreadable files a predict folder's checks dropped): prediction
+    writers list them in their run record."""
+    kept = set(keep)
+    return [str(path) for i, path in enumerate(paths) if i not in kept]
+
+
 class TransformedDataset(Dataset):
     """A subset of a source, transformed into a dict batch item `{"image", <target_key>, "path"}`."""
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from vision_lightning.data.base import Split, VisionDataModule
-from vision_lightning.data.datasets import FileSource, SampleSource, SegmentationDataset
+from vision_lightning.data.datasets import FileSource, SampleSource, SegmentationDataset, skipped_paths
 from vision_lightning.data.segmentation_sources import (
     MaskSpec,
     SegmentationSource,
@@ -199,7 +199,13 @@ class SegmentationDataModule(VisionDataModule):
             if images is not None:
                 if not images:
                     raise InputError(f"predict_root {self.predict_root} has no images")
-                keep = drop_bad_images(images, self.bad_images, f"predict images {self.predict_root or ''}")
+                what = f"predict images {self.predict_root or ''}".rstrip()
+                keep = drop_bad_images(images, self.bad_images, what)
+                if not keep:
+                    raise InputError(
+                        f"nothing could be read to predict in {what}: all {len(images)} image(s) are unreadable"
+                    )
+                self.skipped_predict_images = skipped_paths(images, keep)
                 self._sources["predict"] = (FileSource(images, None, self.channels), keep)
 
     def _transform(self, train: bool) -> A.Compose:

@@ -4,7 +4,7 @@ A data set of 25,000 images and 25,088-d VGG16 features is 2.5 GB of floats: col
 list and saving at the end would hold all of it in memory. `NpyRowWriter` instead writes the
 `.npy` header first, with room for any row count, appends each batch's rows, and rewrites the
 header with the final count on close, so memory stays one batch whatever the number of rows.
-Files are written as `<name>.partial` and moved into place when complete: a run that dies half way
+Files are written under a temporary name (`.<name>.<run id>.partial`) and moved into place when complete: a run that dies half way
 leaves no `.npy` that looks finished. The result is an ordinary `.npy` (format 1.0):
 `np.load(path, mmap_mode="r")` reads it without loading it.
 """
@@ -21,6 +21,7 @@ import torch
 
 from vision_lightning.outputs.files import (
     CsvSink,
+    clean_name,
     is_rank_part,
     merge_csv_parts,
     merged_path,
@@ -28,6 +29,7 @@ from vision_lightning.outputs.files import (
     replace_atomically,
     write_csv,
 )
+from vision_lightning.outputs.run import OutputRun, current_run
 from vision_lightning.utils.errors import InputError
 
 NPY_MAGIC = b"\x93NUMPY\x01\x00"
@@ -50,13 +52,14 @@ class NpyRowWriter:
 
     `write` converts each batch to a C-ordered float32 array and writes its bytes straight to the
     file: nothing is kept between calls except the row count. `close` fixes the header's row count
-    and moves `<path>.partial` to `path`.
+    and moves the temporary file to `path`.
     """
 
-    def __init__(self, path: str | Path, width: int | None = None) -> None:
+    def __init__(self, path: str | Path, width: int | None = None, run: OutputRun | None = None) -> None:
         self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.run = run or current_run()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.partial = self.run.partial(self.path)
         self.width = width
         self.rows = 0
         self._handle: BinaryIO | None = self.partial.open("wb")
@@ -88,13 +91,13 @@ class NpyRowWriter:
         self._handle.write(_npy_header(self.rows, self.width or 0))
         self._handle.close()
         self._handle = None
-        self.partial.replace(self.path)
-        return self.path
+        return self.run.commit(self.partial, self.path, self.rows)
 
 
 def embedding_file_name(layer: str | None, suffix: str = "") -> str:
-    """`embeddings{suffix}.npy` for a single layer (None), `embeddings_<layer>{suffix}.npy` otherwise."""
-    return f"embeddings{suffix}.npy" if layer is None else f"embeddings_{layer}{suffix}.npy"
+    """`embeddings{suffix}.npy` for a single layer (None), `embeddings_<layer>{suffix}.npy` otherwise
+    (the layer's name cleaned for a file name)."""
+    return f"embeddings{suffix}.npy" if layer is None else f"embeddings_{clean_name(layer)}{suffix}.npy"
 
 
 def label_text(label: Any, class_names: Sequence[str] | None) -> str:
@@ -136,12 +139,13 @@ class EmbeddingSink:
         if not self.layers:
             raise InputError("an embedding sink needs at least one layer name")
         self.class_names = list(class_names) if class_names else None
+        self.run = current_run()
         single = len(self.layers) == 1
         self.files = {
             layer: self.output_dir / embedding_file_name(None if single else layer, suffix)
             for layer in self.layers
         }
-        self._arrays = {layer: NpyRowWriter(path) for layer, path in self.files.items()}
+        self._arrays = {layer: NpyRowWriter(path, run=self.run) for layer, path in self.files.items()}
         self.index_path = self.output_dir / f"embeddings{suffix}.csv"
         self._index = CsvSink(self.index_path, ["row", "path", "label"], self._index_rows)
         self.count = 0
@@ -182,7 +186,7 @@ class EmbeddingSink:
         }
         meta_path = index.with_suffix(".json")
         write_text = lambda partial: partial.write_text(json.dumps(meta, indent=2) + "\n")  # noqa: E731
-        replace_atomically(meta_path, write_text)
+        replace_atomically(meta_path, write_text, self.run)
 
     def merge_parts(self, world_size: int, chunk: int = 1024) -> Path:
         """Every process's rows in one `.npy` per layer, in data-set order, with one index and one
@@ -196,7 +200,8 @@ class EmbeddingSink:
         for layer, path in self.files.items():
             parts = part_paths(path, world_size)
             arrays = [np.load(part, mmap_mode="r") for part in parts]
-            writer = NpyRowWriter(files[layer], width=max(array.shape[1] for array in arrays) or None)
+            width = max(array.shape[1] for array in arrays) or None
+            writer = NpyRowWriter(files[layer], width=width, run=self.run)
             for start in range(0, len(rows), chunk):
                 picked = range(start, min(start + chunk, len(rows)))
                 writer.write(np.stack([arrays[sources[i]][local_rows[i]] for i in picked]))
@@ -206,7 +211,7 @@ class EmbeddingSink:
             for part in parts:
                 part.unlink()
         index = merged_path(self.index_path)
-        write_csv(index, header, ([number, *row[1:]] for number, (_, row) in enumerate(rows)))
+        write_csv(index, header, ([number, *row[1:]] for number, (_, row) in enumerate(rows)), self.run)
         self._write_meta(index, files, widths, len(rows))
         for part in part_paths(self.index_path.with_suffix(".json"), world_size):
             part.unlink(missing_ok=True)

@@ -12,13 +12,17 @@ straight to their place, under names decided from the whole data set's paths (`U
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
+
+from vision_lightning.outputs.run import OutputRun, current_run
 
 INDEX_COLUMN = "_index"
 _RANK_PART = re.compile(r"^(?P<stem>.*)\.rank(?P<rank>\d+)(?P<ext>\.[^.]+)$")
@@ -51,12 +55,14 @@ def part_paths(path: Path, world_size: int) -> list[Path]:
     return [path.with_name(f"{match['stem']}.rank{rank}{match['ext']}") for rank in range(world_size)]
 
 
-def replace_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+def replace_atomically(
+    path: Path, write: Callable[[Path], None], run: OutputRun | None = None, rows: int | None = None
+) -> Path:
     """`write(partial)` then move the partial file to `path`: a reader never sees half a file."""
-    partial = path.with_name(path.name + ".partial")
+    run = run or current_run()
+    partial = run.partial(path)
     write(partial)
-    partial.replace(path)
-    return path
+    return run.commit(partial, path, rows)
 
 
 class CsvSink:
@@ -72,7 +78,8 @@ class CsvSink:
     ) -> None:
         self.path, self.rows = path, rows
         self.indexed = is_rank_part(path)
-        self._partial = path.with_name(path.name + ".partial")
+        self.run = current_run()
+        self._partial = self.run.partial(path)
         self._handle = self._partial.open("w", newline="")
         self._writer = csv.writer(self._handle)
         self._writer.writerow(([INDEX_COLUMN] if self.indexed else []) + list(header))
@@ -87,15 +94,14 @@ class CsvSink:
 
     def close(self) -> Path:
         self._handle.close()
-        self._partial.replace(self.path)
-        return self.path
+        return self.run.commit(self._partial, self.path, self.count)
 
     def merge_parts(self, world_size: int) -> Path:
         """Merge every process's part into one CSV in data-set order, without the index column."""
         if not self.indexed:
             return self.path
         header, rows, _ = merge_csv_parts(part_paths(self.path, world_size))
-        return write_csv(merged_path(self.path), header, (row for _, row in rows))
+        return write_csv(merged_path(self.path), header, (row for _, row in rows), self.run)
 
 
 def merge_csv_parts(parts: Sequence[Path]) -> tuple[list[str], list[tuple[int, list[str]]], list[int]]:
@@ -114,14 +120,24 @@ def merge_csv_parts(parts: Sequence[Path]) -> tuple[list[str], list[tuple[int, l
     return header, [(index, row) for index, row, _ in rows], [number for _, _, number in rows]
 
 
-def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+def write_csv(
+    path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]], run: OutputRun | None = None
+) -> Path:
+    count = 0
+
     def write(partial: Path) -> None:
+        nonlocal count
         with partial.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
-            writer.writerows(rows)
+            for row in rows:
+                writer.writerow(row)
+                count += 1
 
-    return replace_atomically(path, write)
+    run = run or current_run()
+    partial = run.partial(path)
+    write(partial)
+    return run.commit(partial, path, count)
 
 
 class BatchNames:
@@ -152,8 +168,56 @@ def predict_batch_indices(trainer: Any) -> list[int] | None:
     return list(indices) if indices else None
 
 
+#: Windows refuses these as file names, whatever the extension (`con.png`).
+_WINDOWS_RESERVED = {
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
+    *(f"{port}{i}" for port in ("COM", "LPT") for i in range(1, 10)),
+}
+_UNSAFE = re.compile(r'[<>:"/\\|?*]')
+MAX_NAME_BYTES = 120
+
+
+def clean_name(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
+    """`name` (a class name, an image's stem) made safe as one file name, or part of one, anywhere.
+
+    Path separators and the characters Windows forbids become `_`, control and other invisible
+    characters too; runs of dots become one and leading or trailing dots and spaces go (no `..`, no
+    hidden files); Windows' reserved names (`CON`, `nul`, `COM1`, ...) get a leading `_`; an empty
+    result is `_`; a name longer than `max_bytes` (UTF-8) is cut and ends in 8 hex digits of its hash,
+    so long names that differ stay different."""
+    text = unicodedata.normalize("NFC", str(name))
+    text = "".join("_" if unicodedata.category(c)[0] == "C" else c for c in _UNSAFE.sub("_", text))
+    text = re.sub(r"\.{2,}", ".", text).strip(" .") or "_"
+    if text.split(".")[0].strip().upper() in _WINDOWS_RESERVED:
+        text = "_" + text
+    encoded = text.encode()
+    if len(encoded) > max_bytes:
+        digest = hashlib.sha1(str(name).encode()).hexdigest()[:8]
+        text = encoded[: max_bytes - 9].decode(errors="ignore").rstrip(" .") + "-" + digest
+    return text
+
+
+def unique_clean_names(names: Iterable[str]) -> list[str]:
+    """`clean_name` of each name, names equal after cleaning (or differing only in case, the same file
+    on Windows and macOS) made unique with `_2`, `_3`, ..."""
+    used: set[str] = set()
+    cleaned = []
+    for name in names:
+        base = candidate = clean_name(name)
+        number = 2
+        while candidate.casefold() in used:
+            candidate, number = f"{base}_{number}", number + 1
+        used.add(candidate.casefold())
+        cleaned.append(candidate)
+    return cleaned
+
+
 class UniqueNames:
-    """Output names from input paths: the file stem; a stem already used gets its folder's name too.
+    """Output names from input paths: the file stem; a stem already used gets its folder's name too,
+    and then a number. Names are cleaned (`clean_name`) and unique whatever the case.
 
     Given every path of the data set up front (`paths`), names are decided in data-set order, so
     they do not depend on which process or in which order an image is predicted."""
@@ -167,12 +231,13 @@ class UniqueNames:
 
     def _new(self, path: str) -> str:
         source = Path(path)
-        name = source.stem
-        if name in self._used:
-            name = f"{source.parent.name}_{name}"
-        while name in self._used:
-            name += "_"
-        self._used.add(name)
+        name = clean_name(source.stem)
+        if name.casefold() in self._used:
+            name = clean_name(f"{source.parent.name}_{source.stem}")
+        base, number = name, 2
+        while name.casefold() in self._used:
+            name, number = f"{base}_{number}", number + 1
+        self._used.add(name.casefold())
         return name
 
     def __call__(self, path: str) -> str:
@@ -180,9 +245,10 @@ class UniqueNames:
         return known if known is not None else self._new(path)
 
 
-def save_png(array: np.ndarray, path: Path) -> None:
+def save_png(array: np.ndarray, path: Path, run: OutputRun | None = None) -> None:
     """Write an HxW or HxWx3 array as a PNG atomically (8-bit, or 16-bit for values past 255)."""
-    partial = path.with_name(path.name + ".partial")
+    run = run or current_run()
+    partial = run.partial(path)
     image = Image.fromarray(array.astype(np.uint8 if array.max(initial=0) < 256 else np.uint16))
     image.save(partial, format="PNG")
-    partial.replace(path)
+    run.commit(partial, path)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vision_lightning.outputs.files import UniqueNames, save_png
+from vision_lightning.outputs.run import current_run
 
 
 class ImageSink:
@@ -19,11 +20,12 @@ class ImageSink:
         self.folder = output_dir / "images"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.names = UniqueNames()
+        self.run = current_run()
         self.count = 0
 
     def write(self, outputs: dict[str, Any], indices: Sequence[int] | None = None) -> None:
         for path, image in zip(outputs["path"], outputs["images"]):
-            save_png(image, self.folder / f"{self.names(path)}.png")
+            save_png(image, self.folder / f"{self.names(path)}.png", self.run)
             self.count += 1
 
     def close(self) -> Path:

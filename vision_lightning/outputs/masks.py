@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vision_lightning.outputs.files import CsvSink, UniqueNames, save_png
+from vision_lightning.outputs.files import CsvSink, UniqueNames, save_png, unique_clean_names
+from vision_lightning.outputs.run import current_run
 from vision_lightning.utils.rle import rle_encode
 
 
@@ -32,7 +33,7 @@ class MaskSink:
     """One PNG per predicted image under `output_dir/masks/` and, when `rle_format` is set, an RLE CSV.
 
     PNGs hold class ids for multiclass and 0/255 for binary; multilabel writes one 0/255 PNG per
-    class (`<name>_<class>.png`). The CSV (`masks.csv`) has a row per image for binary masks and a
+    class (`<name>_<class>.png`, the class name cleaned for a file name). The CSV (`masks.csv`) has a row per image for binary masks and a
     row per image and class (background excepted for multiclass) otherwise, empty masks included.
     """
 
@@ -50,6 +51,8 @@ class MaskSink:
         self.mode, self.class_names = mode, list(class_names)
         self.rle_format, self.rle_order = rle_format, rle_order
         self.names = UniqueNames()
+        self.class_file_names = unique_clean_names(self.class_names)
+        self.run = current_run()
         self._csv = None
         if rle_format:
             header = ["id", "rle"] if mode == "binary" else ["id", "class", "rle"]
@@ -77,10 +80,11 @@ class MaskSink:
         for path, mask in zip(outputs["path"], outputs["masks"]):
             name = self.names(path)
             if self.mode == "multilabel":
-                for class_id, class_name in enumerate(self.class_names):
-                    save_png(mask[class_id] * 255, self.folder / f"{name}_{class_name}.png")
+                for class_id, class_name in enumerate(self.class_file_names):
+                    save_png(mask[class_id] * 255, self.folder / f"{name}_{class_name}.png", self.run)
             else:
-                save_png(mask * 255 if self.mode == "binary" else mask, self.folder / f"{name}.png")
+                png = mask * 255 if self.mode == "binary" else mask
+                save_png(png, self.folder / f"{name}.png", self.run)
             written.append((name, mask))
             self.count += 1
         if self._csv is not None:

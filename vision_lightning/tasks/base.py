@@ -45,7 +45,7 @@ import inspect
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -63,13 +63,14 @@ from vision_lightning.optim import (
 )
 from vision_lightning.optim.factories import factory_argument, resolve_factory
 from vision_lightning.outputs.files import BatchNames
+from vision_lightning.outputs.run import OutputRun, write_run
 from vision_lightning.tasks.acceleration import Accelerated, CompileOptions
 from vision_lightning.tasks.divergence import LossWatch, NonFiniteLoss
 from vision_lightning.utils.checkpoints import check_task_class, guard_checkpoint_loading, read_checkpoint
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.finite import check_finite_weights
 from vision_lightning.utils.hparams import PlainHyperparameters
-from vision_lightning.utils.images import list_images, read_image
+from vision_lightning.utils.images import drop_bad_images, list_images, read_image
 from vision_lightning.utils.loggers import StepLogGate, describe_run, no_default_hp_metric
 from vision_lightning.utils.rng import rng_states, set_rng_states
 from vision_lightning.utils.weights import check_compatible, match_keys
@@ -489,18 +490,38 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
 
     @torch.no_grad()
     def predict_to_folder(
-        self, images: str | Path | Iterable[str | Path], output_dir: str | Path, batch_size: int = 8
+        self,
+        images: str | Path | Iterable[str | Path],
+        output_dir: str | Path,
+        batch_size: int = 8,
+        existing: Literal["error", "overwrite", "add"] = "error",
+        checkpoint: str | Path | None = None,
     ) -> Path:
-        """Like `predict_images`, but written as `predict` writes them (the task's `prediction_sink`)."""
-        folder = Path(output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        sink = self.prediction_sink(folder, "")
-        for outputs in self._predict_files(images, batch_size):
-            sink.write(outputs)
-        return sink.close()
+        """Like `predict_images`, but written as `predict` writes them (the task's `prediction_sink`),
+        by a run that owns its files as PredictionWriter's do: `existing` says what to do with a
+        folder that is not empty (`error`, `overwrite`, `add`); unreadable images are skipped with a
+        warning and listed in `prediction_run.json` (with `checkpoint`, if given); none readable is an
+        error."""
+        paths = self._image_paths(images)
+        what = f"images {images}" if isinstance(images, str | Path) else "the images given"
+        keep = drop_bad_images(paths, "skip", what)
+        if not keep:
+            raise InputError(
+                f"nothing could be read to predict in {what}: all {len(paths)} image(s) are unreadable"
+            )
+        run = OutputRun(output_dir, existing, option="existing (CLI predict_images: --existing)")
+        return write_run(
+            run,
+            lambda: self.prediction_sink(Path(output_dir), ""),
+            self._predict_files([paths[i] for i in keep], batch_size),
+            skipped=[str(path) for i, path in enumerate(paths) if i not in set(keep)],
+            checkpoint=None if checkpoint is None else str(checkpoint),
+            task=type(self).__name__,
+        )
 
-    def _predict_files(self, images: str | Path | Iterable[str | Path], batch_size: int) -> Iterable[Any]:
-        """`predict_step` outputs for batches made from the image files (see `predict_batches`)."""
+    def _image_paths(self, images: str | Path | Iterable[str | Path]) -> list[Path]:
+        """The image files of a file, a folder (searched recursively) or a list; missing files and
+        no files at all are errors."""
         if isinstance(images, str | Path):
             images = list_images(images) if Path(images).is_dir() else [Path(images)]
         paths = [Path(p) for p in images]
@@ -509,6 +530,11 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
             raise InputError(f"predict_images: no such image file(s): {', '.join(missing[:5])}")
         if not paths:
             raise InputError("predict_images: no images given (an empty folder?)")
+        return paths
+
+    def _predict_files(self, images: str | Path | Iterable[str | Path], batch_size: int) -> Iterable[Any]:
+        """`predict_step` outputs for batches made from the image files (see `predict_batches`)."""
+        paths = self._image_paths(images)
         channels = int(self.preprocessing.get("channels", 3))
         was_training = self.training
         self.eval()

@@ -65,16 +65,22 @@ class LossWatch:
             loss = loss.get("loss")
         if self.done or not isinstance(loss, Tensor):
             return
-        if not loss.is_cuda:  # read at once: microseconds on the CPU, a sync other devices need anyway
+        where = (self.step, trainer.current_epoch, batch_idx, batch)
+        if getattr(trainer, "world_size", 1) > 1:
+            loss = _with_decision_of_all(loss, trainer)
+        elif not loss.is_cuda:  # read at once: microseconds on the CPU, a sync other devices need anyway
             value = loss.item()
             if not math.isfinite(value):
-                step = _Step(loss, None, self.step, trainer.current_epoch, batch_idx, batch)
-                self._nonfinite(step, value, trainer)
+                self._nonfinite(_Step(loss, None, *where), value, trainer)
+            return
+        if not loss.is_cuda:
+            self._pending.append(_Step(loss, None, *where))
+            self.poll(trainer=trainer)
             return
         copy = loss.detach().to("cpu", non_blocking=True)  # lands in pinned memory
         event = torch.cuda.Event()
         event.record()
-        self._pending.append(_Step(copy, event, self.step, trainer.current_epoch, batch_idx, batch))
+        self._pending.append(_Step(copy, event, *where))
         self.poll(wait=len(self._pending) > MAX_PENDING, trainer=trainer)
 
     def poll(self, wait: bool = False, trainer: Any = None) -> None:
@@ -86,8 +92,11 @@ class LossWatch:
                     return
                 step.event.synchronize()
             self._pending.popleft()
-            value = step.loss.item()
-            if not math.isfinite(value):
+            values = step.loss.reshape(
+                -1
+            ).tolist()  # the loss, and under DDP whether any process's was not finite
+            value = values[0]
+            if not math.isfinite(value) or (len(values) > 1 and values[1] > 0):
                 self._pending.clear()
                 self._nonfinite(step, value, trainer)
                 return
@@ -96,6 +105,8 @@ class LossWatch:
         rate = _learning_rate(trainer)  # read now, not at every step: a step or two later at most
         lr = f" with learning rate {rate:g}" if rate is not None else ""
         where = f"step {step.step} (epoch {step.epoch}, batch {step.batch_idx})"
+        if math.isfinite(value):  # finite here: another process's was not
+            where += " in another process"
         inputs = nonfinite_batch_entries(step.batch)
         cause = (
             f"; the batch's {', '.join(inputs)} held non-finite values, so check the data"
@@ -118,6 +129,14 @@ class LossWatch:
             batch_idx=step.batch_idx,
             loss=value,
         )
+
+
+def _with_decision_of_all(loss: Tensor, trainer: Any) -> Tensor:
+    """(this process's loss, 1 if any process's loss is not finite): under DDP every process must
+    stop at the same step, or the others wait for it in the next gradient all-reduce until a timeout."""
+    local = loss.detach().float().reshape(1)
+    anywhere = trainer.strategy.reduce((~torch.isfinite(local)).float(), reduce_op="max")
+    return torch.cat([local, anywhere])
 
 
 def _learning_rate(trainer: Any) -> float | None:
