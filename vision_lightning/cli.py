@@ -7,7 +7,8 @@
 - `--optimizer` / `--lr_scheduler` (Lightning's own arguments) are handed to the model's
   `optimizer` / `lr_scheduler`, so the task still builds its parameter groups;
 - the progress bar is redrawn at most twice a second (`ThrottledProgressBar`);
-- always on: checkpointing (`--checkpoint.*`, best by `val/loss` plus `last.ckpt` for resuming),
+- always on: checkpointing (`--checkpoint.*`, best by `val/loss` plus `last.ckpt` for resuming;
+  `fit --ckpt_path FILE` checks the file first and logs on in its run's `version_N` folder: resume.py),
   learning-rate monitoring (`--lr_monitor.*`) and prediction files (`--prediction_writer.output_dir`);
 - the default logger is TensorBoard (`QuietTensorBoardLogger`) under `trainer.default_root_dir`;
 - the resolved config is saved in the run's log folder (or beside its checkpoints without a
@@ -40,6 +41,7 @@ from vision_lightning.callbacks.progress_bar import ThrottledProgressBar
 from vision_lightning.cli_errors import VisionArgumentParser, concise, config_files
 from vision_lightning.data import ImageClassificationDataModule, SegmentationDataModule
 from vision_lightning.lr_find import VisionTrainer
+from vision_lightning.resume import check_resumable, resumed_logger_args
 from vision_lightning.tasks.loading import load_task
 from vision_lightning.utils.checkpoints import check_task_class, read_checkpoint
 from vision_lightning.utils.errors import InputError, MissingInputError
@@ -135,6 +137,9 @@ class VisionCLI(LightningCLI):
         model = self.config[subcommand].get("model")
         if isinstance(model, Namespace) and model.get("class_path"):
             check_task_class(checkpoint, ckpt_path, model.class_path)
+        if subcommand == "fit":  # resuming: its logs go on in the checkpoint's run (resume.py)
+            check_resumable(checkpoint, ckpt_path)
+            self._resumed = checkpoint
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
         if not hparams:
@@ -196,7 +201,7 @@ class VisionCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         self._hand_optimizer_to_model(config)
-        self._default_logger(config)
+        self._default_logger(config, getattr(self, "_resumed", None))
         if self.subcommand:
             self._no_weights_before_checkpoint(config, predicting=self.subcommand == "predict")
         self._check_output_folders(config)
@@ -239,15 +244,20 @@ class VisionCLI(LightningCLI):
                 check_output_folder(value, f"--{key}")
 
     @staticmethod
-    def _default_logger(config: Any) -> None:
-        """TensorBoard without `hp_metric` and with the epoch out of the way (QuietTensorBoardLogger)."""
+    def _default_logger(config: Any, checkpoint: dict[str, Any] | None = None) -> None:
+        """TensorBoard without `hp_metric` and with the epoch out of the way (QuietTensorBoardLogger);
+        resuming from a `checkpoint` in a run's folder, on in that folder (vision_lightning/resume.py)."""
         trainer = config.get("trainer")
+        ckpt_path = config.get("ckpt_path")
         if trainer is None or trainer.get("logger") not in (None, True):
             return
         root = trainer.get("default_root_dir") or "."
+        init_args = Namespace(save_dir=str(root))
+        if checkpoint is not None:
+            for key, value in resumed_logger_args(ckpt_path, root, checkpoint).items():
+                init_args[key] = value
         trainer["logger"] = Namespace(
-            class_path="vision_lightning.utils.loggers.QuietTensorBoardLogger",
-            init_args=Namespace(save_dir=str(root)),
+            class_path="vision_lightning.utils.loggers.QuietTensorBoardLogger", init_args=init_args
         )
 
     @staticmethod

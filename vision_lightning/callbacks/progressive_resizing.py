@@ -37,7 +37,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
-from torch.utils.data import DistributedSampler, IterableDataset
+from torch.utils.data import IterableDataset
 
 from vision_lightning.utils.errors import InputError
 
@@ -227,7 +227,8 @@ class ProgressiveResizing(pl.Callback):
             batch_size = getattr(loader, "batch_size", None)
             # A streamed (iterable) data set shares itself out across ranks: its length is per device.
             sampled = not isinstance(loader.dataset, IterableDataset)
-            if replicas > 1 and batch_size and sampled and not isinstance(loader.sampler, DistributedSampler):
+            shared = getattr(loader.sampler, "num_replicas", 1) == replicas  # already a share per device
+            if replicas > 1 and batch_size and sampled and not shared:
                 per_device = math.ceil(len(loader.dataset) / replicas)  # DistributedSampler pads
                 batches = per_device // batch_size if loader.drop_last else math.ceil(per_device / batch_size)
             else:

@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vision_lightning.data.datasets import CachedSource, FileSource, SampleSource, collate, skipped_paths
+from vision_lightning.data.seeding import EpochSampler, SeededItems, run_seed
 from vision_lightning.data.streaming import StreamedSplit
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.hparams import PlainHyperparameters, from_plain
@@ -181,17 +183,48 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
                 seed=self.split_seed,
                 epoch=self.trainer.current_epoch if self.trainer is not None else 0,
             )
+        # Training items are seeded by (run seed, epoch, index) (data/seeding.py); every loader has a
+        # generator of its own, so starting one does not draw from the training process's.
+        seed = self.run_seed
+        sampler = self._epoch_sampler(dataset, seed) if train else None
         return DataLoader(
-            dataset,
+            SeededItems(dataset) if train else dataset,
             batch_size=batch_size,
             collate_fn=collate,
-            shuffle=train,
+            sampler=sampler,
+            generator=torch.Generator().manual_seed(seed),
             # A last batch of one sample breaks BatchNorm in training; drop the ragged end then.
             drop_last=train and size > batch_size,
             num_workers=self.loader.num_workers,
             pin_memory=pin_memory,
             persistent_workers=self.loader.persistent_workers and self.loader.num_workers > 0,
         )
+
+    @property
+    def run_seed(self) -> int:
+        """The seed of training's shuffle and augmentation: `seed_everything`'s, else drawn once;
+        saved in checkpoints (`state_dict`) so that a resumed run draws what the first one would."""
+        if getattr(self, "_run_seed", None) is None:
+            self._run_seed = run_seed()
+        return self._run_seed
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"run_seed": self.run_seed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "run_seed" in state_dict:
+            self._run_seed = int(state_dict["run_seed"])
+
+    def _epoch_sampler(self, dataset: Dataset, seed: int) -> EpochSampler:
+        """This process's share of `dataset`, shuffled anew each epoch: all of it without DDP (or
+        with `use_distributed_sampler: false`), else what Lightning's DistributedSampler would give."""
+        trainer = self.trainer
+        kwargs = {"num_replicas": 1, "rank": 0}
+        if trainer is not None and trainer.world_size > 1:
+            connector = trainer._accelerator_connector
+            if connector.use_distributed_sampler and connector.is_distributed:
+                kwargs = {"num_replicas": trainer.world_size, "rank": trainer.global_rank}
+        return EpochSampler(dataset, shuffle=True, seed=seed, **kwargs)
 
     def _refuse_for_streamed(self, source: object) -> None:
         """Streamed data (data/streaming_sources.py) was split when it was converted, and LitData

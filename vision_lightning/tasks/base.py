@@ -72,6 +72,7 @@ from vision_lightning.utils.finite import check_finite_weights
 from vision_lightning.utils.hparams import PlainHyperparameters
 from vision_lightning.utils.images import drop_bad_images, list_images, read_image
 from vision_lightning.utils.loggers import StepLogGate, describe_run, no_default_hp_metric
+from vision_lightning.utils.rng import rng_states, set_rng_states
 from vision_lightning.utils.weights import check_compatible, match_keys
 
 
@@ -402,6 +403,7 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["preprocessing"] = dict(self.preprocessing)
         checkpoint["task_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint["rng_states"] = rng_states()  # a resumed fit draws on as this one would
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another architecture with one sentence instead of torch's wall of keys."""
@@ -416,6 +418,9 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
         source += f" trained with {', '.join(differences)}" if differences else ""
         check_compatible(self, state_dict, source, strict=self.strict_loading)
         self._check_resumed_groups(checkpoint, source)
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if fitting and "rng_states" in checkpoint:  # resuming: draw on as the saved run would have
+            set_rng_states(checkpoint["rng_states"])
 
     def _check_resumed_groups(self, checkpoint: dict[str, Any], source: str) -> None:
         """A resumed fit must rebuild the optimizer groups it saved: other backbone learning-rate
