@@ -34,6 +34,7 @@ from lightning.pytorch.utilities.parsing import lightning_hasattr
 from PIL import Image
 
 from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.finite import loss_watch_suspended
 from vision_lightning.utils.loggers import log_image
 from vision_lightning.utils.visualize import line_plot_image
 
@@ -185,15 +186,16 @@ def find_lr(
     # cosine and one-cycle schedules read `estimated_stepping_batches` in configure_optimizers.
     loop.max_epochs = trainer.current_epoch + num_training
     loop.epoch_loop.max_steps = trainer.global_step + num_training
-    try:
-        finder = Tuner(trainer).lr_find(
-            model, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr, num_training=num_training,
-            mode=mode, early_stop_threshold=early_stop_threshold, update_attr=False,
-        )  # fmt: skip
-    except MisconfigurationException as error:  # one optimizer only, and so on
-        raise InputError(f"lr_find: {error}") from error
-    finally:
-        loop.max_epochs, loop.epoch_loop.max_steps = saved
+    with loss_watch_suspended(model):
+        try:
+            finder = Tuner(trainer).lr_find(
+                model, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr, num_training=num_training,
+                mode=mode, early_stop_threshold=early_stop_threshold, update_attr=False,
+            )  # fmt: skip
+        except MisconfigurationException as error:  # one optimizer only, and so on
+            raise InputError(f"lr_find: {error}") from error
+        finally:
+            loop.max_epochs, loop.epoch_loop.max_steps = saved
     return result_from_finder(finder, num_training, early_stop_threshold, first_step)
 
 

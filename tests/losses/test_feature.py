@@ -156,14 +156,10 @@ def test_weights_file_loads_into_truncated_vgg(tmp_path):
 
 
 def test_pretrained_offline_raises_download_error(monkeypatch):
-    get_model = torchvision.models.get_model
+    def offline(self, *args, **kwargs):
+        raise OSError("no network")
 
-    def offline(name, weights=None, **kwargs):
-        if weights is not None:
-            raise OSError("no network")
-        return get_model(name, weights=None, **kwargs)
-
-    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
     with pytest.raises(
         DownloadError, match=r"'vgg16_bn' \(OSError: no network\).*weights:.*pretrained: false"
     ):

@@ -396,7 +396,7 @@ def test_missing_weights_file(tmp_path):
 def test_weights_file_that_is_not_a_state_dict(tmp_path):
     text = tmp_path / "notes.pth"
     text.write_text("these are not weights")
-    with pytest.raises(InputError, match="cannot be loaded as a PyTorch state dict"):
+    with pytest.raises(InputError, match=f"weights file {text} is not a complete PyTorch checkpoint"):
         create_backbone("lenet5", weights=str(text))
     numbers = tmp_path / "numbers.pth"
     torch.save({"epoch": 3, "lr": 0.1}, numbers)

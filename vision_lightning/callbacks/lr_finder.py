@@ -22,6 +22,7 @@ from lightning.pytorch.utilities.parsing import lightning_hasattr, lightning_set
 
 from vision_lightning.lr_find import Mode, check_arguments, report, result_from_finder
 from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.finite import loss_watch_suspended
 
 
 class LRFinder(LearningRateFinder):
@@ -66,10 +67,11 @@ class LRFinder(LearningRateFinder):
         loop, first_step = trainer.fit_loop, trainer.global_step
         # the search may need more epochs than the run has (an epoch has at least one step)
         max_epochs, loop.max_epochs = loop.max_epochs, trainer.current_epoch + self._num_training_steps
-        try:
-            super().lr_find(trainer, pl_module)
-        finally:
-            loop.max_epochs = max_epochs
+        with loss_watch_suspended(pl_module):
+            try:
+                super().lr_find(trainer, pl_module)
+            finally:
+                loop.max_epochs = max_epochs
         if self.optimal_lr is None:  # fast_dev_run: Lightning skips the search
             return
         result = result_from_finder(

@@ -54,6 +54,7 @@ class LossWatch:
         self.done = False  # warned already: nothing more to watch
         self._pending: deque[_Step] = deque()
         self.step = 0  # the global step of the batch in training, set at its start
+        self.suspended = False  # a learning-rate range test drives the loss to diverge on purpose
 
     def reset(self) -> None:
         self.done = False
@@ -63,7 +64,7 @@ class LossWatch:
         """Watch this training step's loss (`training_step`'s output, as `on_train_batch_end` gets it)."""
         if isinstance(loss, Mapping):
             loss = loss.get("loss")
-        if self.done or not isinstance(loss, Tensor):
+        if self.done or self.suspended or not isinstance(loss, Tensor):
             return
         where = (self.step, trainer.current_epoch, batch_idx, batch)
         if getattr(trainer, "world_size", 1) > 1:

@@ -56,10 +56,10 @@ def _why_unreadable(path: str | Path, error: BaseException) -> str:
 
 def read_checkpoint(
     path: str | Path, map_location: Any = "cpu", what: str = "checkpoint", mmap: bool = False
-) -> dict[str, Any]:
-    """A checkpoint's contents read with `weights_only=True`, or one sentence (CheckpointError, MissingInputError) naming
-    `path` and why it cannot be used: missing, a folder, empty, cut short, not a checkpoint, or
-    holding objects that only an unsafe load could build. `mmap` maps tensors instead of reading
+) -> Any:
+    """A checkpoint's contents read with `weights_only=True`, or one sentence (CheckpointError,
+    MissingInputError) naming `path` and why it cannot be used: missing, a folder, empty, cut short,
+    not a checkpoint, or holding objects that only an unsafe load could build. `mmap` maps tensors instead of reading
     them (cheap checks of a local file's metadata)."""
     local = not _is_remote(path)
     if local:
@@ -73,6 +73,8 @@ def read_checkpoint(
             data = pl_load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
         raise CheckpointError(f"{what} {path} {_why_unreadable(path, error)}") from None
+    if what != "checkpoint":
+        return data  # a weights file: its reader says what it must hold
     if not isinstance(data, Mapping):
         raise CheckpointError(
             f"{what} {path} is not a Lightning checkpoint (it holds a {type(data).__name__})"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -44,3 +45,20 @@ def check_finite_weights(state_dict: Mapping[str, Any], source: str) -> None:
             "it was saved after training diverged; use a checkpoint from before, or train again with a "
             "lower learning rate or gradient clipping"
         )
+
+
+@contextmanager
+def loss_watch_suspended(model: Any) -> Iterator[None]:
+    """No stop at a non-finite loss inside this block, for a task watching its loss
+    (`tasks/divergence.LossWatch`): the learning-rate range test raises the rate until the loss
+    diverges, and stops there itself."""
+    watch = getattr(model, "_loss_watch", None)
+    if watch is None:
+        yield
+        return
+    watch.suspended = True
+    try:
+        yield
+    finally:
+        watch.suspended = False
+        watch.reset()
