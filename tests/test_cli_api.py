@@ -110,3 +110,25 @@ def test_predict_images_names_a_missing_checkpoint(tmp_path, capsys):
         run_cli("predict_images", "--ckpt_path", tmp_path / "none.ckpt", "--images", tmp_path)
     assert exit_info.value.code == 2
     assert "none.ckpt does not exist" in capsys.readouterr().err
+
+
+def test_a_checkpoint_saved_from_python_resumes_through_the_cli(tmp_path):
+    """A Python-made checkpoint has no `_class_path` (the CLI's record of the model class): the
+    task's own `task_class` stands in, so `fit --ckpt_path` rebuilds the model and continues."""
+    from tests.conftest import cpu_trainer
+    from vision_lightning import ClassifierModule, ImageClassificationDataModule
+    from vision_lightning.data.classification_sources import SyntheticShapes
+
+    model = ClassifierModule(backbone="cifar_lenet", num_classes=4, pretrained=False)
+    data = ImageClassificationDataModule(
+        SyntheticShapes(samples=32, num_classes=4), image_size=32, batch_size=16
+    )
+    trainer = cpu_trainer(max_epochs=1, limit_val_batches=1)
+    trainer.fit(model, data)
+    trainer.save_checkpoint(tmp_path / "python.ckpt")
+    run_cli("fit", "--config", ROOT / "configs/quickstart/classification.yaml", "--ckpt_path", tmp_path / "python.ckpt",
+            "--data.init_args.source.init_args.samples", "32", "--trainer.max_epochs", "2",
+            "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", tmp_path / "run",
+            "--checkpoint.dirpath", tmp_path / "run/checkpoints", "--trainer.enable_progress_bar", "false")  # fmt: skip
+    resumed = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 2 * trainer.global_step

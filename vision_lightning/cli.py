@@ -146,6 +146,8 @@ class VisionCLI(LightningCLI):
             return
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        elif checkpoint.get("task_class"):  # saved from Python: the task records its class itself
+            hparams = {"class_path": checkpoint["task_class"], "init_args": hparams}
         self.parser.exit_on_error = False
         try:
             self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
