@@ -109,7 +109,8 @@ class VisionCLI(LightningCLI):
     def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_callback", SaveRunConfig)
         kwargs.setdefault("parser_class", VisionArgumentParser)
-        self._config_files = config_files(list(sys.argv[1:] if args is None else args))
+        self._argv = list(sys.argv[1:] if args is None else args)
+        self._config_files = config_files(self._argv)
         super().__init__(
             pl.LightningModule,
             pl.LightningDataModule,
@@ -157,6 +158,22 @@ class VisionCLI(LightningCLI):
             ) from None
         finally:
             self.parser.exit_on_error = True
+        self._command_line_model_arguments_win(subcommand)
+
+    def _command_line_model_arguments_win(self, subcommand: str) -> None:
+        """`--model.*` arguments typed on this command line override the checkpoint's
+        hyperparameters (Lightning applies the checkpoint's last, Lightning-AI/pytorch-lightning#21455):
+        a predict-time `--model.init_args.rle.order C` is what the user asked for."""
+        given, rest = [], list(self._argv)
+        while rest:
+            arg = rest.pop(0)
+            if arg.startswith("--model.") and "=" in arg:
+                given.append(arg)
+            elif arg.startswith("--model.") and rest:
+                given += [arg, rest.pop(0)]
+        if given:
+            parser = self.parser._subcommands_action._name_parser_map[subcommand]
+            self.config[subcommand] = parser.parse_args(given, namespace=self.config[subcommand])
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:

@@ -884,11 +884,6 @@ def test_ignore_index_values_are_accepted_in_masks():
     assert math.isfinite(result["val/loss"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LightningCLI applies a --ckpt_path checkpoint's hyper_parameters over the command line's model "
-    "arguments (Lightning-AI/pytorch-lightning#21455), so a predict-time rle.order is ignored",
-)
 def test_cli_predict_time_model_arguments_win_over_the_checkpoint(cli_run: Path, tmp_path: Path):
     write_predict_folder(tmp_path / "images", count=2)
     out = tmp_path / "predictions"
