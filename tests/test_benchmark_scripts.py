@@ -101,3 +101,33 @@ def test_memory_benchmark_records_predict_marks_and_fit_epochs(tmp_path: Path, c
     assert (
         "| predict segmentation | 24 | 100% |" in table and "| epoch | step | RSS MiB | peak MiB |" in table
     )
+
+
+def test_time_to_accuracy_records_a_curve_a_test_figure_and_the_plain_loop(tmp_path: Path):
+    """Two tiny epochs of the classification quickstart: a validation point per epoch with its
+    wall-clock seconds, the final test accuracy, the TensorBoard curve, and the plain loop's own."""
+    from benchmarks import time_to_accuracy
+
+    summary = time_to_accuracy.main([
+        "--config", str(ROOT / "configs/quickstart/classification.yaml"), "--plain", "--output-dir", str(tmp_path),
+        "--", "--trainer.max_epochs", "2", "--data.init_args.source.init_args.samples", "120",
+    ])  # fmt: skip
+    for name in ("lightning", "plain"):
+        (run,) = summary[name]["runs"]
+        assert [point["epoch"] for point in run["curve"]] == [0, 1]
+        seconds = [point["seconds"] for point in run["curve"]]
+        assert 0 < seconds[0] <= seconds[1] <= run["seconds"]
+        assert 0.0 <= run["test_acc"] <= 1.0 and all(0 <= p["val_acc"] <= 1 for p in run["curve"])
+    events = list((tmp_path / "lightning-0").rglob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for event in events:
+        accumulator = EventAccumulator(str(event))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    assert "time_to_accuracy/val_acc" in tags
+    assert (
+        json.loads((tmp_path / "summary.json").read_text())["lightning"]["test_acc"]["median"]
+        == (summary["lightning"]["runs"][0]["test_acc"])
+    )
