@@ -10,9 +10,36 @@ writes DIR/<stage>.rank<r>.json (`fit`, `validate`) with `world_size` and every 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fresh_process_environment(**extra: str) -> dict[str, str]:
+    """This environment without the variables of a distributed launch (a test run inside one must
+    not make the child join it), with the repository importable."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    launch = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_", "PL_", "RANK")
+    for key in [k for k in env if k.startswith(launch)]:
+        env.pop(key)
+    env.update(extra)
+    return env
+
+
+def run_ddp_script(script: str, out: Path, *args: str, timeout: int = 180) -> list[dict]:
+    """`python tests/<script> *args OUT` (Lightning starts the second process by running it again);
+    the records it wrote as OUT/rank0.json and OUT/rank1.json."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / script), *map(str, args), str(out)],
+        cwd=out, env=fresh_process_environment(), capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
 
 
 class RecordMetrics(pl.Callback):

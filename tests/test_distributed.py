@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_cli
+from tests.distributed_helpers import fresh_process_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = "tests.distributed_helpers.RecordMetrics"
@@ -29,13 +29,7 @@ SINGLE = ["--trainer.devices", "1", "--trainer.accelerator", "cpu"]
 
 
 def _environment(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    for key in [
-        k for k in env if k.startswith(("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_", "PL_", "RANK"))
-    ]:
-        env.pop(key)
-    env.update(OMP_NUM_THREADS="1", **extra)
-    return env
+    return fresh_process_environment(OMP_NUM_THREADS="1", **extra)
 
 
 def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

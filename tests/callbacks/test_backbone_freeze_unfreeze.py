@@ -9,10 +9,6 @@ Every fit runs on CPU for a few batches of 32x32 synthetic images.
 from __future__ import annotations
 
 import functools
-import json
-import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +21,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
 from tests.conftest import cpu_trainer, optimizer
+from tests.distributed_helpers import run_ddp_script
 from vision_lightning import (
     BackboneFreezeUnfreeze,
     ClassifierModule,
@@ -476,15 +473,7 @@ def test_ddp_is_told_to_find_unused_parameters():
 def test_two_process_ddp(tmp_path):
     """Epoch 0 frozen, epochs 1-2 unfrozen, on 2 CPU processes (gloo): the backbone gets no gradient
     and stays put while frozen, the head trains every epoch, and both ranks end identical."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    for key in [k for k in env if k.startswith(("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_", "PL_"))]:
-        env.pop(key)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tests/ddp_finetuning_script.py"), str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = run_ddp_script("ddp_finetuning_script.py", tmp_path)
     for record in ranks:
         assert record["world_size"] == 2 and record["find_unused_parameters"]
         backbones = [record["start"]["backbone"]] + [e["backbone"] for e in record["epochs"]]

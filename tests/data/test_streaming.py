@@ -9,9 +9,6 @@ Everything is generated under tmp folders with tiny images; conversions are shar
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,7 +19,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import cpu_trainer, run_cli, write_csv
-from tests.distributed_helpers import SeenPaths
+from tests.distributed_helpers import SeenPaths, run_ddp_script
 from vision_lightning import ClassifierModule, ProgressiveResizing, SegmentationModule
 from vision_lightning.data import (
     CsvLabels,
@@ -400,15 +397,7 @@ def test_each_ddp_rank_streams_its_own_part(tmp_path, folder):
     chunks = converted(classification(ImageFolder(str(folder)), val_split=0.4), tmp_path / "chunks")
     sizes = json.loads((chunks / METADATA).read_text())["splits"]
     assert sizes["train"] == 15 and sizes["val"] == 9
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    for key in [k for k in env if k.startswith(("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_", "PL_"))]:
-        env.pop(key)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tests/ddp_streaming_script.py"), str(chunks), str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = run_ddp_script("ddp_streaming_script.py", tmp_path, chunks)
     val = set(items_by_path(classification(StreamingClassification(str(chunks))).val_dataloader()))
     for record in ranks:
         assert record["world_size"] == 2 and record["sampler"] != "DistributedSampler"

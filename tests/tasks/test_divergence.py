@@ -281,22 +281,9 @@ def test_cli_fit_that_diverges_exits_2_with_one_line(tmp_path, capsys):
 def test_under_ddp_every_process_stops_at_the_step_one_of_them_diverged(tmp_path):
     """Rank 1's loss alone is NaN: both processes stop at that step instead of rank 0 waiting for
     rank 1 in the next gradient all-reduce until a timeout."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from tests.distributed_helpers import run_ddp_script
 
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    for key in [k for k in env if k.startswith(("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_", "PL_"))]:
-        env.pop(key)
-    result = subprocess.run(
-        [sys.executable, str(root / "tests/ddp_divergence_script.py"), str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = run_ddp_script("ddp_divergence_script.py", tmp_path, timeout=240)
     assert all(rank["stopped"] and rank["batch_idx"] == 2 for rank in ranks), ranks
     assert "the loss was nan at step 2" in ranks[1]["message"]
     assert "in another process" in ranks[0]["message"]
