@@ -1,6 +1,7 @@
 """ClassifierModule: image classification with any backbone of the factory and four label modes.
 
-- `multiclass`: softmax over classes, cross entropy with label smoothing; accuracy, top-5, macro F1.
+- `multiclass`: softmax over classes, cross entropy with label smoothing; accuracy, macro F1, and
+  top-5 accuracy in validation and test.
 - `binary`: one logit, BCE; accuracy, AUROC, F1 (seed 000 pneumothorax).
 - `multilabel`: one logit per class, BCE; accuracy, macro F1, macro AUROC.
 - `soft`: probability / one-hot rows, soft cross entropy (seed 000 plant pathology); accuracy,
@@ -85,7 +86,7 @@ class ClassifierModule(BaseTask):
             links it from EmbeddingDataModule); for a backbone module it spares the probe forward
             pass that measures it; for a named backbone, a check.
         label_smoothing: for multiclass and soft cross entropy.
-        top_k: also report top-k accuracy when there are more than k classes.
+        top_k: also report top-k accuracy (validation and test) when there are more than k classes.
         log_images: how many validation images to show in TensorBoard, titled true / predicted.
         optimizer / lr_scheduler: injected factories (`{class_path: torch.optim.SGD, init_args:
             {lr: 0.1, momentum: 0.9}}`; `vision_lightning.optim.OneCycleLR` / `WarmupCosineLR`
@@ -189,7 +190,9 @@ class ClassifierModule(BaseTask):
             if mode == "soft":
                 metrics["auroc"] = AUROC(task="multiclass", num_classes=n, average="macro")
         collection = MetricCollection(metrics)
-        self.train_metrics = collection.clone(prefix="train/")
+        # Top-k accuracy costs ten times accuracy and F1 together per image: validation and test only.
+        training = {name: metric for name, metric in metrics.items() if not name.startswith("top")}
+        self.train_metrics = MetricCollection(training).clone(prefix="train/")
         self._train_updates = BufferedUpdates(self._update_train_metrics)
         self.val_metrics = collection.clone(prefix="val/")
         self.test_metrics = collection.clone(prefix="test/")
