@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.cli import SaveConfigCallback
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests.conftest import run_cli
+from vision_lightning.cli import VisionCLI
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_SR = ROOT / "configs" / "quickstart" / "superres.yaml"
@@ -61,6 +63,16 @@ def test_without_a_logger_the_config_goes_beside_the_checkpoints_and_replaces_no
     _fit(tmp_path, *args)
     assert (tmp_path / "config.yaml").read_text() == "mine: true\n"
     assert (checkpoints / "config.yaml").is_file() and (checkpoints / "config_1.yaml").is_file()
+
+
+def test_the_config_callback_leaves_the_trainer_once_the_config_is_saved(tmp_path):
+    """Lightning walks every callback for every hook of every step; this one only acts in `setup`."""
+    args = ["--config", str(QUICK_SR), "--trainer.default_root_dir", str(tmp_path / "run"), *TINY]
+    cli = VisionCLI(args=args, run=False)
+    assert any(isinstance(callback, SaveConfigCallback) for callback in cli.trainer.callbacks)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert not any(isinstance(callback, SaveConfigCallback) for callback in cli.trainer.callbacks)
+    assert (tmp_path / "run" / "lightning_logs" / "version_0" / "config.yaml").is_file()
 
 
 def test_lightning_optimizer_arguments_go_to_the_task(tmp_path):

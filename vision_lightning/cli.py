@@ -95,6 +95,9 @@ class SaveRunConfig(SaveConfigCallback):
                 path = folder / f"{name.stem}_{count}{name.suffix}"
             self.parser.save(self.config, path, skip_none=False, overwrite=False, multifile=self.multifile)
         self.already_saved = trainer.strategy.broadcast(True)
+        # Done for good: leave the list Lightning walks for every hook of every step (a new list, so
+        # the walk through this setup's list goes on undisturbed).
+        trainer.callbacks = [callback for callback in trainer.callbacks if callback is not self]
 
 
 def _run_folder(trainer: pl.Trainer) -> Path | None:
