@@ -260,7 +260,9 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         if not getattr(source, "streamed", False):
             return
         if self.in_memory is not None:
-            raise InputError("in_memory does not apply to streamed data: it is read chunk by chunk by LitData")
+            raise InputError(
+                "in_memory does not apply to streamed data: it is read chunk by chunk by LitData"
+            )
         if self.cache_images:
             raise InputError(
                 "cache_images does not apply to streamed data: LitData caches its chunks on disk itself"

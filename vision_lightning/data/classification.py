@@ -218,7 +218,10 @@ class ImageClassificationDataModule(VisionDataModule):
             kept = [int(i) for i in data["indices"]]
             targets = source.targets  # type: ignore[attr-defined]  (labels stay current: not cached)
             self._memory[key] = MemorySplit(
-                data["images"], kept, list(data["names"]), targets=torch.as_tensor(np.asarray([targets[i] for i in kept]))
+                data["images"],
+                kept,
+                list(data["names"]),
+                targets=torch.as_tensor(np.asarray([targets[i] for i in kept])),
             )
             self._sources[split] = (source, kept)
         return MemoryDataset(self._memory[key], target_key="label")
