@@ -10,7 +10,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["classification.py", "segmentation.py", "superres.py", "features.py"]
 # synthetic images or none: no --data-root
-WITHOUT_DATA = ["finetuning.py", "acceleration.py", "overhead.py", "startup.py", "memory.py"]
+WITHOUT_DATA = ["finetuning.py", "acceleration.py", "overhead.py", "startup.py", "memory.py", "fast_data.py"]
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import acceleration, gpu_check, memory
+from benchmarks import acceleration, fast_data, gpu_check, memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,3 +131,16 @@ def test_time_to_accuracy_records_a_curve_a_test_figure_and_the_plain_loop(tmp_p
         json.loads((tmp_path / "summary.json").read_text())["lightning"]["test_acc"]["median"]
         == (summary["lightning"]["runs"][0]["test_acc"])
     )
+
+
+def test_fast_data_benchmark_compares_the_loaders_with_the_step_rate(tmp_path: Path):
+    output = tmp_path / "figures.json"
+    figures = fast_data.main(
+        ["--images", "40", "--batch-size", "8", "--workers", "0", "--repeats", "1", "--steps", "1",
+         "--output", str(output)]
+    )  # fmt: skip
+    assert json.loads(output.read_text()) == figures
+    assert 0 < figures["images"] < 40  # generated, less the validation share
+    rates = figures["images_per_s"]
+    assert set(rates) == {"workers", "in_memory", "step"} and all(r["median"] > 0 for r in rates.values())
+    assert figures["in_memory_vs_step"]["median"] > 0 and figures["cache_read_s"]["median"] > 0

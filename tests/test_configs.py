@@ -324,6 +324,7 @@ def _smoke_run(
     if subcommand == "predict":
         args += ["--prediction_writer.output_dir", tmp_path / "predictions"]
     kind = spec["data"]["class_path"].rsplit(".", 1)[-1]
+    monkeypatch.setenv("VISION_LIGHTNING_CACHE", str(tmp_path / "cache"))  # in_memory configs' decoded splits
     args += redirect_data(data, tmp_path, monkeypatch, kind, _largest_stage(spec))
     run_cli(*args, *extra)
     if subcommand == "predict":

@@ -34,7 +34,9 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vision_lightning.data.batch_augment import BatchAugment, BatchAugmenter
 from vision_lightning.data.datasets import CachedSource, FileSource, SampleSource, collate, skipped_paths
+from vision_lightning.data.in_memory import DeviceBatches, InMemory, MemoryDataset, memory_loader
 from vision_lightning.data.seeding import EpochSampler, SeededItems, run_seed
 from vision_lightning.data.streaming import StreamedSplit
 from vision_lightning.utils.errors import InputError
@@ -71,6 +73,11 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         loader: worker processes and memory pinning of every loader.
         mean / std: normalisation; None: the model's own (a timm backbone's), else ImageNet's.
         cache_images: decode every image once into memory (small data sets).
+        in_memory: decode each split once into a uint8 tensor at `image_size`, cached on disk
+            (`true`, or `{cache_dir: ..., cache: false}`), and load batches without workers
+            (data/in_memory.py); `augmentations` do not apply, `batch_augment` does.
+        batch_augment: with `in_memory`, augment training batches on the device:
+            `{flip: true, pad_crop: 4, cutout: 8}` (data/batch_augment.py).
         bad_images: unreadable files are `skip`ped with a warning naming each, stop the run
             (`error`), or are not looked for (`off`).
         val_split / split_seed: the seeded share of the training data held out for validation
@@ -91,6 +98,8 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         cache_images: bool = False,
+        in_memory: bool | InMemory = False,
+        batch_augment: BatchAugment | None = None,
         bad_images: BadImages = "skip",
         val_split: float = 0.2,
         split_seed: int = 42,
@@ -113,6 +122,9 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         self.loader = loader
         self._mean, self._std = mean, std
         self.cache_images = cache_images
+        self.in_memory = _in_memory_options(in_memory, batch_augment, cache_images)
+        self.batch_augment = from_plain(batch_augment, BatchAugment)
+        self._device_batches: DeviceBatches | None = None
         self.bad_images = bad_images
         self.val_split, self.split_seed = val_split, split_seed
         self.predict_root = Path(predict_root) if predict_root else None
@@ -171,6 +183,9 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
             and self.trainer is not None
             and self.trainer.strategy.root_device.type == "cuda"
         )
+        if isinstance(dataset, MemoryDataset):  # whole batches indexed in this process (data/in_memory.py)
+            sampler = self._epoch_sampler(dataset, self.run_seed) if train else None
+            return memory_loader(dataset, batch_size, sampler, train and size > batch_size, pin_memory)
         source = getattr(dataset, "source", None)
         if isinstance(source, StreamedSplit):
             return source.loader(
@@ -215,6 +230,19 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         if "run_seed" in state_dict:
             self._run_seed = int(state_dict["run_seed"])
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """In-memory batches (uint8 images) on their device: training ones augmented
+        (`batch_augment`), all normalised to floats; other batches pass unchanged."""
+        image = batch.get("image") if isinstance(batch, dict) else None
+        if self.in_memory is None or not isinstance(image, torch.Tensor) or image.dtype != torch.uint8:
+            return batch
+        if self._device_batches is None:
+            augment = self.batch_augment
+            augmenter = BatchAugmenter(augment, getattr(self, "ignore_index", None)) if augment else None
+            self._device_batches = DeviceBatches(augmenter)
+        mean, std = self._normalisation()
+        return self._device_batches(batch, mean, std)
+
     def _epoch_sampler(self, dataset: Dataset, seed: int) -> EpochSampler:
         """This process's share of `dataset`, shuffled anew each epoch: all of it without DDP (or
         with `use_distributed_sampler: false`), else what Lightning's DistributedSampler would give."""
@@ -231,6 +259,10 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         caches its chunks itself: the options that would split or cache it again are refused."""
         if not getattr(source, "streamed", False):
             return
+        if self.in_memory is not None:
+            raise InputError(
+                "in_memory does not apply to streamed data: it is read chunk by chunk by LitData"
+            )
         if self.cache_images:
             raise InputError(
                 "cache_images does not apply to streamed data: LitData caches its chunks on disk itself"
@@ -313,6 +345,22 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
                 f"predict_splits names {split!r}, but this data has no {split} split{hint}; it has {have}"
             )
         return dataset
+
+
+def _in_memory_options(
+    value: bool | InMemory | dict | None, augment: BatchAugment | dict | None, cache_images: bool
+) -> InMemory | None:
+    """`in_memory` as options (None: off); `batch_augment` needs it, `cache_images` is then redundant."""
+    if value is True:
+        value = InMemory()
+    value = from_plain(value, InMemory) if value else None
+    if value is not None and not isinstance(value, InMemory):
+        raise InputError(f"in_memory must be true, false or {{cache_dir: ..., cache: ...}}, got {value!r}")
+    if value is None and augment:
+        raise InputError("batch_augment augments in-memory batches: set in_memory: true as well")
+    if value is not None and cache_images:
+        raise InputError("in_memory keeps decoded images in memory already: leave cache_images off")
+    return value
 
 
 def _check_predict_splits(splits: Sequence[str] | None) -> list[str] | None:

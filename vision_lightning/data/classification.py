@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from vision_lightning.data.base import Split, VisionDataModule
 from vision_lightning.data.classification_sources import (
@@ -27,11 +28,12 @@ from vision_lightning.data.classification_sources import (
     SyntheticShapes,
 )
 from vision_lightning.data.datasets import FileSource, TransformedDataset
+from vision_lightning.data.in_memory import MemoryDataset, MemorySplit, check_fits, decode_split, load_split
 from vision_lightning.data.splits import stratified_split
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.hparams import from_plain
 from vision_lightning.utils.images import drop_bad_images
-from vision_lightning.utils.transforms import build_transform
+from vision_lightning.utils.transforms import build_transform, resize_steps
 
 if TYPE_CHECKING:  # albumentations is imported where a pipeline is built (slow: not at CLI start-up)
     import albumentations as A
@@ -97,6 +99,7 @@ class ImageClassificationDataModule(VisionDataModule):
         self.resize = resize
         self.augmentations = augmentations
         self._sources: dict[str, Split] = {}
+        self._memory: dict[tuple, MemorySplit] = {}  # (split, image_size, resize): decoded with in_memory
         self.class_names = source.classes(label_mode)
         if label_mode == "binary" and len(self.class_names) != 2:
             raise InputError(f"label_mode binary needs 2 classes, the data has {len(self.class_names)}")
@@ -144,7 +147,9 @@ class ImageClassificationDataModule(VisionDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if not self._sources:
-            self._sources = self._without_bad_images(self._build_sources())
+            sources = self._build_sources()
+            # in_memory checks a split's files when it decodes them, not when its cache is read
+            self._sources = sources if self.in_memory is not None else self._without_bad_images(sources)
             if self.cache_images:
                 self._sources = self._cached(self._sources)
         if stage == "predict" and self.predict_root is not None:
@@ -168,12 +173,15 @@ class ImageClassificationDataModule(VisionDataModule):
                 sources[split] = (source, kept)
         return sources
 
-    def _dataset(self, split: str, train: bool = False) -> TransformedDataset:
+    def _dataset(self, split: str, train: bool = False) -> TransformedDataset | MemoryDataset:
         if not self._sources:
             self.setup()
         if split == "predict" and self.predict_root is not None and "predict" not in self._sources:
             self.setup("predict")  # predict_dataloader() called without setup("predict")
-        source, indices = self._sources[self._available_split(self._sources, split)]
+        name = self._available_split(self._sources, split)
+        if self.in_memory is not None and not (name == "predict" and self.predict_root is not None):
+            return self._memory_dataset(name, train)
+        source, indices = self._sources[name]
         transform = build_transform(
             self.image_size,
             None if train else self.resize,
@@ -183,3 +191,37 @@ class ImageClassificationDataModule(VisionDataModule):
             self.channels,
         )
         return TransformedDataset(source, indices, transform, target_key="label")
+
+    def _memory_dataset(self, split: str, train: bool) -> MemoryDataset:
+        """Split `split` decoded into memory at the current size (training: resized to `image_size`;
+        evaluation: by the `resize` rule), from the disk cache when it holds it (data/in_memory.py)."""
+        import albumentations as A
+
+        resize = None if train else self.resize
+        key = (split, self.image_size, resize)
+        if key not in self._memory:
+            source, indices = self._sources[split]
+            place = {
+                "module": "classification", "split": split, "source": repr(self.source),
+                "source_args": self.source.init_args, "image_size": self.image_size, "resize": resize,
+                "channels": self.channels, "bad_images": self.bad_images,
+            }  # fmt: skip
+            transform = A.Compose(resize_steps(self.image_size, resize))
+
+            def build() -> dict[str, Any]:
+                kept = self._without_bad_images({split: (source, list(indices))})[split][1]
+                check_fits(len(kept), self.channels, self.image_size, f"the {split} set")
+                return {**decode_split(source, kept, transform), "indices": list(kept)}
+
+            shape = (self.channels, self.image_size, self.image_size)
+            data = load_split(self.in_memory, place, source, indices, build, shape)
+            kept = [int(i) for i in data["indices"]]
+            targets = source.targets  # type: ignore[attr-defined]  (labels stay current: not cached)
+            self._memory[key] = MemorySplit(
+                data["images"],
+                kept,
+                list(data["names"]),
+                targets=torch.as_tensor(np.asarray([targets[i] for i in kept])),
+            )
+            self._sources[split] = (source, kept)
+        return MemoryDataset(self._memory[key], target_key="label")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from vision_lightning.data.base import Split, VisionDataModule
 from vision_lightning.data.datasets import FileSource, SampleSource, SegmentationDataset, skipped_paths
+from vision_lightning.data.in_memory import MemoryDataset, MemorySplit, check_fits, decode_split, load_split
 from vision_lightning.data.segmentation_sources import (
     MaskSpec,
     SegmentationSource,
@@ -86,6 +87,11 @@ class SegmentationDataModule(VisionDataModule):
             raise InputError(f"channels must be 1 or 3, got {channels}")
         source.check_mode(mode)
         self._refuse_for_streamed(source)
+        if self.in_memory is not None and crop:
+            raise InputError(
+                "in_memory keeps images resized to image_size: set crop: false (random crops of whole "
+                "images are read by the worker path)"
+            )
         self.source, self.mode, self.channels = source, mode, channels
         self.crop, self.augmentations = crop, augmentations
         self.class_names = self._classes(num_classes, class_names)
@@ -93,6 +99,7 @@ class SegmentationDataModule(VisionDataModule):
         for hparams in (self._hparams, self._hparams_initial):  # the checkpoint keeps the classes as resolved
             hparams.update(num_classes=self.num_classes, class_names=list(self.class_names))
         self._sources: dict[str, Split] = {}
+        self._memory: dict[tuple, MemorySplit] = {}  # (split, image_size): decoded with in_memory
         self._predict_images: list[Path] | None = None
 
     # ----------------------------------------------------------------- classes
@@ -190,7 +197,9 @@ class SegmentationDataModule(VisionDataModule):
     # ----------------------------------------------------------------- Lightning hooks
     def setup(self, stage: str | None = None) -> None:
         if not self._sources:
-            sources = self._checked(self._build_sources())
+            sources = self._build_sources()
+            # in_memory checks a split's samples when it decodes them, not when its cache is read
+            sources = sources if self.in_memory is not None else self._checked(sources)
             if self.cache_images:
                 sources = self._cached(sources)
             self._sources = sources
@@ -222,13 +231,45 @@ class SegmentationDataModule(VisionDataModule):
             size, None, self.augmentations if train else None, self.mean, self.std, self.channels, geometry
         )
 
-    def _dataset(self, split: str, train: bool = False) -> SegmentationDataset:
+    def _dataset(self, split: str, train: bool = False) -> SegmentationDataset | MemoryDataset:
         if not self._sources:
             self.setup()
         if split == "predict" and "predict" not in self._sources:
             self.setup("predict")
-        source, indices = self._sources[self._available_split(self._sources, split)]
+        name = self._available_split(self._sources, split)
+        if self.in_memory is not None and name != "predict":
+            return self._memory_dataset(name)
+        source, indices = self._sources[name]
         return SegmentationDataset(source, indices, self._transform(train))
+
+    def _memory_dataset(self, split: str) -> MemoryDataset:
+        """Split `split`'s images and masks resized to `image_size` (masks nearest-neighbour) in
+        memory, from the disk cache when it holds them (data/in_memory.py)."""
+        import albumentations as A
+
+        key = (split, self.image_size)
+        if key not in self._memory:
+            source, indices = self._sources[split]
+            place = {
+                "module": "segmentation", "split": split, "source": repr(self.source),
+                "source_args": self.source.init_args, "spec": repr(self._spec()),
+                "image_size": self.image_size, "bad_images": self.bad_images,
+            }  # fmt: skip
+            transform = A.Compose([A.Resize(height=self.image_size, width=self.image_size)])
+
+            def build() -> dict[str, Any]:
+                kept = self._checked({split: (source, list(indices))})[split][1]
+                check_fits(len(kept), self.channels, self.image_size, f"the {split} set")
+                return {**decode_split(source, kept, transform, masks=True), "indices": list(kept)}
+
+            shape = (self.channels, self.image_size, self.image_size)
+            data = load_split(self.in_memory, place, source, indices, build, shape)
+            kept = [int(i) for i in data["indices"]]
+            self._memory[key] = MemorySplit(
+                data["images"], kept, list(data["names"]), masks=data["masks"], sizes=data["sizes"]
+            )
+            self._sources[split] = (source, kept)
+        return MemoryDataset(self._memory[key], target_key="mask")
 
 
 def _whole(source: SampleSource) -> Split:

@@ -45,13 +45,7 @@ def build_transform(
     import albumentations as A
     from albumentations.pytorch import ToTensorV2
 
-    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    if geometry is not None:
-        steps = list(geometry)
-    elif resize:
-        steps: list = [A.SmallestMaxSize(max_size=resize), A.CenterCrop(height=height, width=width)]
-    else:
-        steps = [A.Resize(height=height, width=width)]
+    steps = list(geometry) if geometry is not None else resize_steps(image_size, resize)
     steps += list(augmentations or [])
     mean, std = channel_stats(mean, channels), channel_stats(std, channels)
     if mean is None or std is None:
@@ -60,6 +54,17 @@ def build_transform(
         steps.append(A.Normalize(mean=mean, std=std, max_pixel_value=255.0))
     steps.append(ToTensorV2(transpose_mask=True))
     return A.Compose(steps)
+
+
+def resize_steps(image_size: int | tuple[int, int], resize: int | None = None) -> list:
+    """Resize to `image_size`, or the shorter side to `resize` and a centre crop of `image_size`
+    (what every image path does before augmenting; the in-memory path stores its result)."""
+    import albumentations as A
+
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if resize:
+        return [A.SmallestMaxSize(max_size=resize), A.CenterCrop(height=height, width=width)]
+    return [A.Resize(height=height, width=width)]
 
 
 def eval_transform(preprocessing: dict) -> A.Compose:
