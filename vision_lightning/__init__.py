@@ -2,6 +2,7 @@
 
 from vision_lightning.callbacks import (
     BackboneFreezeUnfreeze,
+    BatchMixing,
     FeatureMapLogger,
     LRFinder,
     PredictionWriter,
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackboneFreezeUnfreeze",
     "BaseTask",
+    "BatchMixing",
     "CheckpointError",
     "ClassifierModule",
     "EmbeddingDataModule",

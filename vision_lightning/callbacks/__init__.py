@@ -1,4 +1,5 @@
 from vision_lightning.callbacks.backbone_freeze_unfreeze import BackboneFreezeUnfreeze
+from vision_lightning.callbacks.batch_mixing import BatchMixing
 from vision_lightning.callbacks.checkpoint import ModelCheckpoint
 from vision_lightning.callbacks.feature_maps import FeatureMapLogger
 from vision_lightning.callbacks.lr_finder import LRFinder
@@ -8,6 +9,7 @@ from vision_lightning.callbacks.progressive_resizing import ProgressiveResizing,
 
 __all__ = [
     "BackboneFreezeUnfreeze",
+    "BatchMixing",
     "FeatureMapLogger",
     "LRFinder",
     "ModelCheckpoint",
