@@ -3,6 +3,7 @@ from vision_lightning.callbacks.batch_mixing import BatchMixing
 from vision_lightning.callbacks.checkpoint import ModelCheckpoint
 from vision_lightning.callbacks.feature_maps import FeatureMapLogger
 from vision_lightning.callbacks.lr_finder import LRFinder
+from vision_lightning.callbacks.patch_whitening import PatchWhitening
 from vision_lightning.callbacks.prediction_writer import PredictionWriter
 from vision_lightning.callbacks.progress_bar import ThrottledProgressBar
 from vision_lightning.callbacks.progressive_resizing import ProgressiveResizing, ResizeStage
@@ -13,6 +14,7 @@ __all__ = [
     "FeatureMapLogger",
     "LRFinder",
     "ModelCheckpoint",
+    "PatchWhitening",
     "PredictionWriter",
     "ProgressiveResizing",
     "ResizeStage",
