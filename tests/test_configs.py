@@ -43,7 +43,8 @@ def _folder_data(source: dict, tmp_path: Path) -> list[str]:
     root = tmp_path / "images"
     write_image_folder(root / "train", per_class=4, num_classes=3, image_size=32)
     write_image_folder(root / "test", per_class=2, num_classes=3, image_size=32, seed=1)
-    return [SOURCE + "root", root]
+    test_root = [SOURCE + "test_root", root / "test"] if source.get("test_root") else []
+    return [SOURCE + "root", root, *test_root]
 
 
 def _csv_args(root: Path, csv_path: Path, rows: list[dict]) -> list:

@@ -2,8 +2,10 @@
 
 from vision_lightning.callbacks import (
     BackboneFreezeUnfreeze,
+    BatchMixing,
     FeatureMapLogger,
     LRFinder,
+    PatchWhitening,
     PredictionWriter,
     ProgressiveResizing,
     ResizeStage,
@@ -42,6 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackboneFreezeUnfreeze",
     "BaseTask",
+    "BatchMixing",
     "CheckpointError",
     "ClassifierModule",
     "EmbeddingDataModule",
@@ -58,6 +61,7 @@ __all__ = [
     "KNNClassifierModule",
     "LRFinder",
     "MissingInputError",
+    "PatchWhitening",
     "PredictionWriter",
     "ProgressiveResizing",
     "ResizeStage",

@@ -186,6 +186,18 @@ def test_folder_train_val_test_layout(tmp_path):
             assert Path(path).parent.name == dm.class_names[int(label)]
 
 
+def test_folder_test_root_elsewhere(tmp_path):
+    root = tmp_path / "full"
+    write_image_folder(root / "train", per_class=3, num_classes=2, image_size=SIZE)
+    elsewhere = write_image_folder(
+        tmp_path / "small/test", per_class=1, num_classes=2, image_size=SIZE, seed=2
+    )
+    dm = module(ImageFolder(str(root), test_root=str(tmp_path / "small/test")))
+    assert sorted(split_paths(dm, "test")) == sorted(str(p) for p in elsewhere)
+    with pytest.raises(MissingInputError, match="test_root"):
+        ImageFolder(str(root), test_root=str(tmp_path / "missing"))
+
+
 def test_folder_valid_alias_for_val(tmp_path):
     root = tmp_path / "data"
     write_image_folder(root / "train", per_class=2, num_classes=2, image_size=SIZE)

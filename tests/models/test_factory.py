@@ -41,6 +41,7 @@ CLASSIC_COUNTS = {
     "cifar_lenet": 59_386,
     "lenet5": 62_006,
     "lenet5_bn": 63_226,
+    "airbench": 1_971_650,  # models/airbench.py
 }
 NATIVE_INPUT = {name: (1, 28, 28) if name.startswith("mnist_") else (3, 32, 32) for name in CLASSIC_COUNTS}
 

@@ -177,9 +177,11 @@ class ImageFolder(ClassificationSource):
         root: the tree's root folder.
         class_names: fix the classes and their ids (default: the training folder's sub-folders,
             sorted); a class without a folder is allowed, a folder without a class is an error.
+        test_root: a `<class>/<image>` folder elsewhere for the test split, in place of `root/test`
+            (the full CIFAR-10 training set tested on `cifar10-small/test`).
     """
 
-    def __init__(self, root: str, class_names: list[str] | None = None) -> None:
+    def __init__(self, root: str, class_names: list[str] | None = None, test_root: str | None = None) -> None:
         if not root:
             raise InputError(
                 "ImageFolder needs root: the folder of <class>/<image> (or train/<class>/<image>)"
@@ -187,8 +189,13 @@ class ImageFolder(ClassificationSource):
         self.root = Path(root)
         if not self.root.is_dir():
             raise MissingInputError(f"image folder {self.root} does not exist")
+        self.test_root = Path(test_root) if test_root else None
+        if self.test_root is not None and not self.test_root.is_dir():
+            raise MissingInputError(f"ImageFolder test_root {self.test_root} does not exist")
         self.class_names = _class_list(class_names)
         self.init_args = {"root": str(root), "class_names": self.class_names}
+        if test_root:
+            self.init_args["test_root"] = str(test_root)
         self._classes: list[str] | None = None
 
     def classes(self, label_mode: LabelMode) -> list[str]:
@@ -197,6 +204,8 @@ class ImageFolder(ClassificationSource):
         return self._classes
 
     def _folder(self, split: str) -> Path | None:
+        if split == "test" and self.test_root is not None:
+            return self.test_root
         found = _find_split_folder(self.root, split)
         return found if found is not None or split != "train" else self.root
 

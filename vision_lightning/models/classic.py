@@ -3,7 +3,8 @@
 The full network is `backbone -> Linear(num_features, num_classes)`; with 10 classes the parameter
 counts are the seeds' own (tests check every one): MNIST perceptron 7,850, MLP 784-100-10 79,510,
 one-conv 52,084, two-conv 8,490 (seed 001); CIFAR LeNet 59,386 (seed 001); LeNet-5 62,006 and
-with BatchNorm 63,226 (seed 002). The seeds end in (log_)softmax: here the network returns logits
+with BatchNorm 63,226 (seed 002). `airbench` is a fast CIFAR-10 network after airbench94's ideas
+(1,971,650 parameters with 10 classes; `vision_lightning.models.airbench`). The seeds end in (log_)softmax: here the network returns logits
 and the loss applies the softmax, which avoids the seeds' double softmax.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from vision_lightning.models.airbench import airbench_layers
 from vision_lightning.utils.errors import InputError
 
 
@@ -95,6 +97,8 @@ CLASSIC_NETS: dict[str, ClassicNet] = {
         ],
         84, (32, 32), 3,
     ),
+    # airbench94's ideas: whitening 2x2 conv, three conv-BN-GELU blocks 64-256-256 (models/airbench.py)
+    "airbench": ClassicNet(airbench_layers, 256, (32, 32), 3),
 }  # fmt: skip
 
 

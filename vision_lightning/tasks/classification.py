@@ -6,6 +6,10 @@
 - `multilabel`: one logit per class, BCE; accuracy, macro F1, macro AUROC.
 - `soft`: probability / one-hot rows, soft cross entropy (seed 000 plant pathology); accuracy,
   macro F1 and one-vs-rest AUROC against the most likely class.
+
+Multiclass training also takes probability rows (N, num_classes): the mixed labels of
+`vision_lightning.callbacks.BatchMixing` (MixUp / CutMix), trained with the same cross entropy and
+label smoothing. A batch marked `"mixed": True` updates no training metrics (see `BatchMixing`).
 """
 
 from __future__ import annotations
@@ -224,9 +228,9 @@ class ClassifierModule(BaseTask):
         mode = self.hparams.label_mode
         if mode == "binary":
             return self.loss_fn(logits[:, 0], target.float())
-        if mode == "multiclass":
+        if mode == "multiclass" and target.ndim == 1:
             return self.loss_fn(logits, target.long())
-        return self.loss_fn(logits, target.float())
+        return self.loss_fn(logits, target.float())  # rows: soft labels, or mixed multiclass ones
 
     @in_float32
     def _metric_inputs(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -237,10 +241,14 @@ class ClassifierModule(BaseTask):
             return torch.sigmoid(logits), target.long()
         if mode == "soft":  # its AUROC needs probabilities
             return logits.softmax(dim=1), target.argmax(dim=1)
+        if target.ndim == 2:  # multiclass probability rows: the most likely class
+            return logits, target.argmax(dim=1)
         return logits, target.long()  # accuracy, F1 and top-k rank logits as they rank probabilities
 
     def _check_targets(self, target: Tensor) -> None:
         mode, n = self.hparams.label_mode, self.hparams.num_classes
+        if mode == "multiclass" and target.ndim == 2 and target.is_floating_point():
+            mode = "soft"  # probability rows (mixed by BatchMixing): checked as soft labels
         if mode in ("multiclass", "binary") and target.numel():
             low, high = torch.stack(torch.aminmax(target)).tolist()  # one reduction, one read back
             if low < 0 or high >= n:
@@ -271,7 +279,8 @@ class ClassifierModule(BaseTask):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         batch, loss, logits = self._shared_step(batch, "train")
-        self._train_updates.add(logits, batch["label"])  # applied in bulk: metrics/buffered.py
+        if not batch.get("mixed"):  # a mix has no one true class (callbacks/batch_mixing.py)
+            self._train_updates.add(logits, batch["label"])  # applied in bulk: metrics/buffered.py
         return loss
 
     def _update_train_metrics(self, logits: Tensor, target: Tensor) -> None:
