@@ -9,10 +9,21 @@ import logging
 import lightning.pytorch as pl
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vision_lightning.cli import main
 from vision_lightning.data import torchvision_datasets
+
+
+@pytest.fixture(autouse=True)
+def _same_torch_threads():
+    """A benchmark's `main` run in-process sets torch's thread count; later tests must not inherit
+    it (a different count changes float summation order, and the repeatability tests compare
+    in-process runs with child processes bit for bit)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

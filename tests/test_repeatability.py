@@ -175,7 +175,8 @@ def test_fit_killed_and_resumed_ends_as_uninterrupted(tmp_path: Path):
     process = subprocess.Popen(
         [sys.executable, "-m", "vision_lightning", "fit", "--config", tmp_path / "slow.yaml",
          "--trainer.default_root_dir", killed],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # as many threads as the in-process runs it is compared with: float sums depend on the count
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads())},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
