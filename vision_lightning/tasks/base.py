@@ -419,6 +419,11 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
         check_compatible(self, state_dict, source, strict=self.strict_loading)
         self._check_resumed_groups(checkpoint, source)
         fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if not fitting and "current_model_state" in checkpoint:
+            # Weight averaging (EMA) keeps the weights being trained beside the averaged `state_dict`
+            # for resuming. A WeightAveraging callback that still holds an average (the Trainer of a
+            # finished fit) would load them over the averaged ones in validate / test / predict.
+            checkpoint["current_model_state"] = state_dict
         if fitting and "rng_states" in checkpoint:  # resuming: draw on as the saved run would have
             set_rng_states(checkpoint["rng_states"])
 
