@@ -101,3 +101,25 @@ def test_memory_benchmark_records_predict_marks_and_fit_epochs(tmp_path: Path, c
     assert (
         "| predict segmentation | 24 | 100% |" in table and "| epoch | step | RSS MiB | peak MiB |" in table
     )
+
+
+def test_superres_benchmark_scores_plain_and_x8_from_the_same_weights(tmp_path: Path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from benchmarks.superres import scores_on
+    from tests.conftest import cpu_trainer
+    from vision_lightning import SuperResModule
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (32, 40, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    torch.manual_seed(0)
+    model = SuperResModule(arch="espcn", scale=4)
+    scores = scores_on(cpu_trainer(), model, tmp_path, "Tiny", tta=True)
+    assert set(scores) == {
+        "Tiny_psnr_y_crop4", "Tiny_bicubic_psnr_y_crop4", "Tiny_ssim_y_crop4", "Tiny_bicubic_ssim_y_crop4",
+        "Tiny_x8_psnr_y_crop4", "Tiny_x8_ssim_y_crop4",
+    }  # fmt: skip
+    assert scores["Tiny_x8_psnr_y_crop4"] != scores["Tiny_psnr_y_crop4"] and model.tta is False

@@ -16,15 +16,17 @@ from PIL import Image
 
 from tests.conftest import cpu_trainer, optimizer, run_cli
 from vision_lightning import ClassifierModule, ImageClassificationDataModule
-from vision_lightning.tasks.loading import load_task
 from vision_lightning.callbacks import ModelCheckpoint
 from vision_lightning.data.classification_sources import SyntheticShapes
+from vision_lightning.tasks.loading import load_task
 
 ARGS = {"backbone": "lenet5_bn", "num_classes": 4, "optimizer": optimizer("SGD", lr=0.05, momentum=0.9)}
 
 
 def _data() -> ImageClassificationDataModule:
-    return ImageClassificationDataModule(SyntheticShapes(samples=48, num_classes=4), image_size=32, batch_size=8)
+    return ImageClassificationDataModule(
+        SyntheticShapes(samples=48, num_classes=4), image_size=32, batch_size=8
+    )
 
 
 def _ema() -> EMAWeightAveraging:
