@@ -142,6 +142,9 @@ class VisionCLI(LightningCLI):
             self._resumed = checkpoint
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
+        # test-time augmentation is chosen by the run that tests or predicts, not by the one that trained
+        # (the checkpoint's values are applied over the command line's: Lightning-AI/pytorch-lightning#21455)
+        hparams.pop("tta", None)
         if not hparams:
             return
         if "_class_path" in hparams:

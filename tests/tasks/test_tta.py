@@ -262,3 +262,37 @@ def test_predict_images_command_takes_tta(tmp_path):
                 "--output_dir", tmp_path / f"out{len(option)}", *option)  # fmt: skip
     plain, ensembled = (np.asarray(Image.open(next((tmp_path / f"out{i}").rglob("*.png")))) for i in (0, 1))
     assert plain.shape == ensembled.shape == (12, 20, 3) and not np.array_equal(plain, ensembled)
+
+
+CONFIG = """
+trainer: {accelerator: cpu, logger: false, enable_progress_bar: false}
+model:
+  class_path: vision_lightning.ClassifierModule
+  init_args: {backbone: lenet5, num_classes: 3}
+data:
+  class_path: vision_lightning.ImageClassificationDataModule
+  init_args:
+    source:
+      class_path: vision_lightning.data.classification_sources.SyntheticShapes
+      init_args: {samples: 16, num_classes: 3}
+    image_size: 32
+    batch_size: 4
+"""
+
+
+def test_cli_test_turns_tta_on_over_a_checkpoint_trained_without(tmp_path, monkeypatch):
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    model = ClassifierModule(backbone="lenet5", num_classes=3, tta=False)  # recorded in the checkpoint
+    trainer = cpu_trainer(max_epochs=0)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "plain.ckpt")
+    calls = []
+    original = ClassifierModule.augmented_forward
+    monkeypatch.setattr(
+        ClassifierModule, "augmented_forward", lambda self, x: calls.append(1) or original(self, x)
+    )
+    common = ["test", "--config", tmp_path / "config.yaml", "--ckpt_path", tmp_path / "plain.ckpt"]
+    run_cli(*common)
+    assert not calls
+    run_cli(*common, "--model.init_args.tta", "true")
+    assert calls  # 4 test batches, each averaged over the image and its flip
