@@ -144,3 +144,25 @@ def test_fast_data_benchmark_compares_the_loaders_with_the_step_rate(tmp_path: P
     rates = figures["images_per_s"]
     assert set(rates) == {"workers", "in_memory", "step"} and all(r["median"] > 0 for r in rates.values())
     assert figures["in_memory_vs_step"]["median"] > 0 and figures["cache_read_s"]["median"] > 0
+
+
+def test_superres_benchmark_scores_plain_and_x8_from_the_same_weights(tmp_path: Path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from benchmarks.superres import scores_on
+    from tests.conftest import cpu_trainer
+    from vision_lightning import SuperResModule
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (32, 40, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    torch.manual_seed(0)
+    model = SuperResModule(arch="espcn", scale=4)
+    scores = scores_on(cpu_trainer(), model, tmp_path, "Tiny", tta=True)
+    assert set(scores) == {
+        "Tiny_psnr_y_crop4", "Tiny_bicubic_psnr_y_crop4", "Tiny_ssim_y_crop4", "Tiny_bicubic_ssim_y_crop4",
+        "Tiny_x8_psnr_y_crop4", "Tiny_x8_ssim_y_crop4",
+    }  # fmt: skip
+    assert scores["Tiny_x8_psnr_y_crop4"] != scores["Tiny_psnr_y_crop4"] and model.tta is False

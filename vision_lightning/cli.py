@@ -146,6 +146,9 @@ class VisionCLI(LightningCLI):
             self._resumed = checkpoint
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
+        # test-time augmentation is chosen by the run that tests or predicts, not by the one that trained
+        # (the checkpoint's values are applied over the command line's: Lightning-AI/pytorch-lightning#21455)
+        hparams.pop("tta", None)
         if not hparams:
             return
         if "_class_path" in hparams:
@@ -345,7 +348,7 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 def predict_images_command(argv: list[str]) -> None:
     """`predict_images --ckpt_path FILE --images PATH [--output_dir DIR] [--batch_size N] [--existing
-    error|overwrite|add]`: the checkpoint's task predicts the images with the preprocessing saved in
+    error|overwrite|add] [--tta]`: the checkpoint's task predicts the images with the preprocessing saved in
     it; files as `predict` writes them."""
     parser = OneLineArgumentParser(
         prog="python -m vision_lightning predict_images", description=predict_images_command.__doc__
@@ -360,8 +363,12 @@ def predict_images_command(argv: list[str]) -> None:
         default="error",
         help="a non-empty output folder: refuse it, replace what earlier runs recorded there, or add to it",
     )
+    parser.add_argument(
+        "--tta", action="store_true", help="test-time augmentation: flips, or the x8 self-ensemble for SR"
+    )
     options = parser.parse_args(argv)
     task = load_task(options.ckpt_path)
+    task.tta = options.tta or task.tta
     path = task.predict_to_folder(
         options.images, options.output_dir, options.batch_size, options.existing, options.ckpt_path
     )

@@ -115,12 +115,15 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
         compile: bool | CompileOptions = False,
         channels_last: bool = False,
         nonfinite_loss: NonFiniteLoss = "error",
+        tta: bool = False,
     ) -> None:
         """The arguments every task shares (concrete tasks pass `compile`, `channels_last` and
         `nonfinite_loss` on through `**kwargs`; see `vision_lightning.tasks.acceleration`).
         `nonfinite_loss`: at the first NaN or infinite training loss, `error` stops the run with a
-        `TrainingDivergedError`; `warn` warns once and trains on (`vision_lightning.tasks.divergence`)."""
+        `TrainingDivergedError`; `warn` warns once and trains on (`vision_lightning.tasks.divergence`).
+        `tta`: test-time augmentation in `test` and `predict` (`vision_lightning.tasks.tta`)."""
         super().__init__()
+        self.tta = tta
         self._loss_watch = LossWatch(nonfinite_loss)
         self.set_acceleration(compile, channels_last)
         self.optimizer_factory = resolve_factory(optimizer, "optimizer")
@@ -162,6 +165,35 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
             self.freeze_backbone(children=int(freeze))
 
     def configure_models(self) -> None:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- test-time augmentation
+    #: why the task has no test-time augmentation (None: it has, `augmented_forward`)
+    no_tta_reason: str | None = "it has no test-time augmentation"
+
+    @property
+    def tta(self) -> bool:
+        """Test-time augmentation in `test` and `predict` (and `predict_images`); never in
+        validation. Settable on a loaded task: `task.tta = True`."""
+        return self.__dict__.get("_tta", False)
+
+    @tta.setter
+    def tta(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise InputError(f"tta must be true or false, got {value!r}")
+        if value and self.no_tta_reason is not None:
+            raise InputError(
+                f"tta: {type(self).__name__} cannot use test-time augmentation: {self.no_tta_reason}"
+            )
+        self.__dict__["_tta"] = value
+
+    def evaluation_forward(self, inputs: Tensor) -> Tensor:
+        """The network's output in `test` and `predict`: `self(inputs)`, or with `tta` the mean
+        over the task's test-time augmentations (`augmented_forward`)."""
+        return self.augmented_forward(inputs) if self.tta else self(inputs)
+
+    def augmented_forward(self, inputs: Tensor) -> Tensor:
+        """`forward`'s output averaged over test-time augmentations, transformed back (see `tasks/tta.py`)."""
         raise NotImplementedError
 
     def configure_losses(self) -> None:
@@ -419,6 +451,11 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
         check_compatible(self, state_dict, source, strict=self.strict_loading)
         self._check_resumed_groups(checkpoint, source)
         fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if not fitting and "current_model_state" in checkpoint:
+            # Weight averaging (EMA) keeps the weights being trained beside the averaged `state_dict`
+            # for resuming. A WeightAveraging callback that still holds an average (the Trainer of a
+            # finished fit) would load them over the averaged ones in validate / test / predict.
+            checkpoint["current_model_state"] = state_dict
         if fitting and "rng_states" in checkpoint:  # resuming: draw on as the saved run would have
             set_rng_states(checkpoint["rng_states"])
 

@@ -38,6 +38,7 @@ from vision_lightning.models.factory import Cut, backbone_data_config, create_ba
 from vision_lightning.models.heads import HeadName, HeadOptions, build_head, head_options
 from vision_lightning.outputs.files import CsvSink
 from vision_lightning.tasks.base import BaseTask
+from vision_lightning.tasks.tta import averaged_logits, flips
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.loggers import log_image
 from vision_lightning.utils.precision import in_float32
@@ -98,7 +99,11 @@ class ClassifierModule(BaseTask):
         freeze_backbone: train the head only (seed 001's frozen VGG16 / MobileNetV2).
         compile / channels_last: run the network through `torch.compile` / in channels-last memory
             order (passed on to `BaseTask`; see `vision_lightning.tasks.acceleration`).
+        tta: in `test` and `predict`, average the probabilities of each image and its horizontal
+            flip (passed on to `BaseTask`; see `vision_lightning.tasks.tta`).
     """
+
+    no_tta_reason = None
 
     def __init__(
         self,
@@ -215,6 +220,16 @@ class ClassifierModule(BaseTask):
         """Logits: (N, 1) for binary, (N, num_classes) otherwise."""
         return self.head(self.backbone(images))
 
+    def augmented_forward(self, images: Tensor) -> Tensor:
+        """Logits whose probabilities are the mean of those of the images and their horizontal flips."""
+        if images.ndim != 4:
+            raise InputError(
+                f"tta flips images, but this classifier's inputs are {images.ndim}-D (cached features?): "
+                "set tta: false"
+            )
+        activation = "sigmoid" if self.hparams.label_mode in ("binary", "multilabel") else "softmax"
+        return averaged_logits(self, images, flips(spatial_outputs=False), activation)
+
     def probabilities(self, logits: Tensor) -> Tensor:
         """(N, num_classes) probabilities; binary gives [1 - p, p] so every mode names every class."""
         mode = self.hparams.label_mode
@@ -265,7 +280,7 @@ class ClassifierModule(BaseTask):
         batch = self.unpack(batch, "label")
         images, target = batch["image"], batch["label"]
         self._check_targets(target)
-        logits = self(images)
+        logits = self.evaluation_forward(images) if stage == "test" else self(images)
         loss = self._loss(logits, target)
         self.log_loss(stage, loss, len(images))
         return batch, loss, logits
@@ -319,7 +334,7 @@ class ClassifierModule(BaseTask):
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """`{"path": names, "probs": (N, num_classes)}`; names by index when the batch has no paths."""
         batch = self.unpack(batch, "label")
-        probs = self.probabilities(self(batch["image"]).float()).cpu()
+        probs = self.probabilities(self.evaluation_forward(batch["image"]).float()).cpu()
         return {"path": self.batch_names(batch, len(probs), batch_idx), "probs": probs}
 
     def predict_batches(self, images: list[Any], paths: list[str]) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from vision_lightning.models.segmentation import (
 )
 from vision_lightning.outputs.masks import MaskSink, RleOutput, rle_output
 from vision_lightning.tasks.base import NetworkTask
+from vision_lightning.tasks.tta import averaged_logits, flips
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.loggers import log_image
 from vision_lightning.utils.transforms import eval_transform
@@ -65,8 +66,11 @@ class SegmentationModule(NetworkTask):
         freeze_backbone: True freezes the whole encoder, an integer its first N children.
         compile / channels_last: run the network through `torch.compile` / in channels-last memory
             order (passed on to `BaseTask`; see `vision_lightning.tasks.acceleration`).
+        tta: in `test` and `predict`, average the per-pixel probabilities of each image and its
+            horizontal flip, flipped back (passed on to `BaseTask`; see `vision_lightning.tasks.tta`).
     """
 
+    no_tta_reason = None
     backbone_child = "encoder"
     task_name = "segmentation"
 
@@ -156,6 +160,12 @@ class SegmentationModule(NetworkTask):
         """Logits (N, 1 or num_classes, H, W) for images (N, C, H, W) of any size."""
         return predict_same_size(self.model, images)
 
+    def augmented_forward(self, images: Tensor) -> Tensor:
+        """Logits whose per-pixel probabilities are the mean of those of the images and their
+        horizontal flips, flipped back."""
+        activation = "softmax" if self.hparams.mode == "multiclass" else "sigmoid"
+        return averaged_logits(self, images, flips(), activation)
+
     def predict_classes(self, logits: Tensor) -> Tensor:
         """Class ids (N, H, W) for binary / multiclass, 0/1 planes (N, C, H, W) for multilabel."""
         mode, threshold = self.hparams.mode, self.hparams.threshold
@@ -196,7 +206,7 @@ class SegmentationModule(NetworkTask):
     def _shared_step(self, batch: Any, batch_idx: int, stage: str) -> tuple[dict[str, Any], Tensor, Tensor]:
         batch = self.unpack(batch, "mask")
         images, target = batch["image"], self._target(batch["mask"])
-        logits = self(images)
+        logits = self.evaluation_forward(images) if stage == "test" else self(images)
         if batch_idx == 0:
             self._check_mask(batch, target, logits)
         loss, parts = self.loss_fn(logits, target)
@@ -253,7 +263,7 @@ class SegmentationModule(NetworkTask):
         """`{"path": names, "masks": [uint8 class-id arrays]}`, each mask at its image's original
         `"size"` (H, W) when the batch says it, else at the input size."""
         batch = self.unpack(batch, "mask")
-        logits = self(batch["image"])
+        logits = self.evaluation_forward(batch["image"])
         sizes = batch["size"].tolist() if "size" in batch else [list(logits.shape[2:])] * len(logits)
         masks = [self._mask_at(logits[i : i + 1], size) for i, size in enumerate(sizes)]
         return {"path": self.batch_names(batch, len(masks), batch_idx), "masks": masks}

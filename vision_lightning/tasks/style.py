@@ -60,6 +60,10 @@ class StyleTransferModule(NetworkTask):
             order (passed on to `BaseTask`; see `vision_lightning.tasks.acceleration`).
     """
 
+    no_tta_reason = (
+        "a stylised image is a texture, not an estimate, and the mean of the stylisations of flipped "
+        "copies blurs their strokes"
+    )
     backbone_child = "encoder"
     task_name = "style"
 

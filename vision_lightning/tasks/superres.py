@@ -32,6 +32,7 @@ from vision_lightning.models.superres import create_superres_model, load_for_sca
 from vision_lightning.models.tiling import tiled_forward
 from vision_lightning.outputs.images import ImageSink
 from vision_lightning.tasks.base import NetworkTask
+from vision_lightning.tasks.tta import augmented_mean, dihedral
 from vision_lightning.utils.errors import InputError
 from vision_lightning.utils.images import to_float_tensor
 from vision_lightning.utils.loggers import log_image
@@ -62,8 +63,12 @@ class SuperResModule(NetworkTask):
         log_images: validation images shown in TensorBoard as LR / bicubic / SR / HR.
         compile / channels_last: run the network through `torch.compile` / in channels-last memory
             order (passed on to `BaseTask`; see `vision_lightning.tasks.acceleration`).
+        tta: in `test` and `predict`, the x8 self-ensemble (EDSR's "+"): the mean of the SR images
+            of the 4 rotations of the LR image and of its flip, each turned back (passed on to
+            `BaseTask`; see `vision_lightning.tasks.tta`).
     """
 
+    no_tta_reason = None
     backbone_child = "features"
     task_name = "super-resolution"
 
@@ -159,6 +164,10 @@ class SuperResModule(NetworkTask):
         """SR images (N, 3, h*scale, w*scale), unclamped, for LR images (N, 3, h, w) in [0, 1]."""
         return self.model(lr)
 
+    def augmented_forward(self, lr: Tensor) -> Tensor:
+        """The x8 self-ensemble: the mean of the 8 dihedral copies' SR images, each turned back."""
+        return augmented_mean(self, lr, dihedral())
+
     def _loss(self, sr: Tensor, hr: Tensor, stage: str) -> Tensor:
         loss, parts = self.loss_fn(sr, hr)
         # each weighted term, so they can be balanced (seed 004 prints them)
@@ -186,7 +195,7 @@ class SuperResModule(NetworkTask):
         if batch_idx == 0:
             self._check_batch(batch)
         lr, hr = batch["lr"], batch["hr"]
-        sr = self(lr)
+        sr = self.evaluation_forward(lr) if stage == "test" else self(lr)
         self._loss(sr, hr, stage)
         bicubic = bicubic_resize(lr, hr.shape[-2:])
         getattr(self, f"{stage}_metrics").update(sr.detach(), hr, bicubic)
@@ -243,9 +252,15 @@ class SuperResModule(NetworkTask):
         return {"path": self.batch_names(batch, len(images), batch_idx), "images": images}
 
     def upscale(self, lr: Tensor) -> list[np.ndarray]:
-        """Tiled super-resolution of (N, 3, h, w) [0, 1] images, as uint8 HxWx3 arrays."""
+        """Tiled super-resolution of (N, 3, h, w) [0, 1] images, as uint8 HxWx3 arrays (with `tta`,
+        the x8 self-ensemble of tiled passes)."""
         hp = self.hparams
-        return list(to_uint8_images(tiled_forward(self.model, lr, hp.scale, hp.tile, hp.tile_overlap)))
+
+        def tiled(images: Tensor) -> Tensor:
+            return tiled_forward(self.model, images, hp.scale, hp.tile, hp.tile_overlap)
+
+        sr = augmented_mean(tiled, lr, dihedral()) if self.tta else tiled(lr)
+        return list(to_uint8_images(sr.clamp(0, 1)))  # unclamped, a value over 1 would stretch the image
 
     def predict_batches(self, images: list[Any], paths: list[str]) -> list[dict[str, Any]]:
         """One batch per image, whole, in [0, 1] (sizes differ)."""
