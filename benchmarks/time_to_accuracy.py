@@ -52,7 +52,7 @@ class AccuracyClock(pl.Callback):
         seconds = time.perf_counter() - self.start
         accuracy = float(trainer.callback_metrics["val/acc"])
         self.points.append(
-            {"seconds": round(seconds, 1), "epoch": trainer.current_epoch, "val_acc": accuracy}
+            {"seconds": round(seconds, 3), "epoch": trainer.current_epoch, "val_acc": accuracy}
         )
         experiment = getattr(trainer.logger, "experiment", None)
         if trainer.is_global_zero and hasattr(experiment, "add_scalar"):
@@ -78,8 +78,8 @@ def lightning_run(config: Path, run: Path, seed: int, extra: list[str]) -> dict[
     return {
         "seed": seed,
         "curve": clock.points,
-        "fit_seconds": round(fit_seconds, 1),
-        "seconds": round(time.perf_counter() - start, 1),
+        "fit_seconds": round(fit_seconds, 3),
+        "seconds": round(time.perf_counter() - start, 3),
         "test_acc": round(float(tested["test/acc"]), 4),
     }
 
@@ -130,7 +130,7 @@ def plain_run(config: Path, run: Path, seed: int, extra: list[str]) -> dict[str,
             scheduler.step()
         points.append(
             {
-                "seconds": round(time.perf_counter() - start, 1),
+                "seconds": round(time.perf_counter() - start, 3),
                 "epoch": epoch,
                 "val_acc": accuracy(model, val),
             }
@@ -140,7 +140,7 @@ def plain_run(config: Path, run: Path, seed: int, extra: list[str]) -> dict[str,
     return {
         "seed": seed,
         "curve": points,
-        "seconds": round(time.perf_counter() - start, 1),
+        "seconds": round(time.perf_counter() - start, 3),
         "test_acc": round(test_acc, 4),
     }
 
