@@ -2,15 +2,18 @@
 and the same network trained by a hand-written loop for comparison.
 
     python benchmarks/time_to_accuracy.py --config configs/classification/cifar10_folder.yaml \
-        [--repeats 3] [--plain] [--output-dir runs/tta-bench] [-- --data.init_args.source.init_args.root DIR ...]
+        [--repeats 3] [--plain [N]] [--output-dir runs/tta-bench] [-- --data.init_args.source.init_args.root DIR ...]
 
 Each repetition builds the recipe exactly as `python -m vision_lightning fit --config` does, with
 `seed_everything` offset by the repetition, and times from just before `fit` (data set-up, decoding
 and caching included) to the end of `test`. At every validation a callback records the wall-clock
 seconds and `val/acc`, and logs `time_to_accuracy/val_acc` against whole seconds to the run's
 TensorBoard (the curve). `test` runs on the config's test split with the final weights (averaged
-ones where an EMA callback is on). `--plain` also trains the same network, loaders, optimizer and
-schedule in a hand-written PyTorch loop for the same number of epochs, validating after each.
+ones where an EMA callback is on); with `tta: true` the same weights are tested again without it
+(after the clock stops), so one run gives both figures. `--plain` also trains the same network,
+loaders, optimizer and schedule in a hand-written PyTorch loop for the same number of epochs,
+validating after each, with what the recipe's Trainer adds done by hand (the in-memory batch step,
+PatchWhitening, bf16 autocast, EMA, TTA).
 Prints a markdown table (accuracy at each validation, by minute) and a JSON summary: median and
 spread of the final test accuracy and of the wall time over the repetitions.
 """
@@ -29,7 +32,10 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from torch.optim.swa_utils import AveragedModel
 
+from vision_lightning.callbacks.patch_whitening import PatchWhitening, whitening_layers
 from vision_lightning.cli import VisionCLI
 from vision_lightning.optim import build_optimizer
 from vision_lightning.utils.hparams import callable_target
@@ -75,30 +81,57 @@ def lightning_run(config: Path, run: Path, seed: int, extra: list[str]) -> dict[
     cli.trainer.fit(cli.model, cli.datamodule)
     fit_seconds = time.perf_counter() - start
     tested = cli.trainer.test(cli.model, cli.datamodule, verbose=False)[0]
-    return {
+    result = {
         "seed": seed,
         "curve": clock.points,
         "fit_seconds": round(fit_seconds, 3),
         "seconds": round(time.perf_counter() - start, 3),
         "test_acc": round(float(tested["test/acc"]), 4),
     }
+    if cli.model.tta:  # the same weights without test-time augmentation, after the clock stopped
+        cli.model.tta = False
+        result["test_acc_without_tta"] = round(
+            float(cli.trainer.test(cli.model, cli.datamodule, verbose=False)[0]["test/acc"]), 4
+        )
+    return result
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, loader) -> float:
+def accuracy(model: torch.nn.Module, loader, prepare, autocast, tta: bool = False) -> float:
     model.eval()
     right = total = 0
     for batch in loader:
-        right += int((model(batch["image"]).argmax(1) == batch["label"]).sum())
+        batch = prepare(batch)
+        with autocast():
+            logits = model.augmented_forward(batch["image"]) if tta else model(batch["image"])
+        right += int((logits.argmax(1) == batch["label"]).sum())
         total += len(batch["label"])
     model.train()
     return right / max(total, 1)
 
 
+def _callback(trainer: pl.Trainer, kind: type) -> Any:
+    return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
+
+
 def plain_run(config: Path, run: Path, seed: int, extra: list[str]) -> dict[str, Any]:
-    """The recipe's network, loaders, optimizer and schedule, trained by a hand-written loop."""
+    """The recipe's network, loaders, optimizer and schedule, trained by a hand-written loop with
+    what the recipe's Trainer would add: the data module's device-side batch step (in-memory
+    augmentation), `PatchWhitening`, bf16 autocast for a bf16 `precision`, an EMA of the weights for
+    `EMAWeightAveraging` (same decay and start), and flip TTA at test for `tta: true`."""
     cli = build(config, run, seed, extra)
-    model, data, epochs = cli.model, cli.datamodule, cli.trainer.max_epochs
+    model, data, trainer = cli.model, cli.datamodule, cli.trainer
+    epochs = trainer.max_epochs
+    bf16 = str(trainer.precision).startswith("bf16")
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+    def prepare(batch):
+        return data.on_after_batch_transfer(batch, 0)
+
+    whitening = _callback(trainer, PatchWhitening)
+    ema = _callback(trainer, EMAWeightAveraging)
     start = time.perf_counter()
     data.setup("fit")
     train, val = data.train_dataloader(), data.val_dataloader()
@@ -114,39 +147,70 @@ def plain_run(config: Path, run: Path, seed: int, extra: list[str]) -> dict[str,
         )
         scheduler = model.lr_scheduler_factory(optimizer, **extra_args)
         interval = getattr(scheduler, "interval", "epoch")
+    averaged = (
+        AveragedModel(model, avg_fn=ema._kwargs["avg_fn"], use_buffers=ema._use_buffers)  # as Lightning's
+        if ema is not None
+        else None
+    )
     smoothing = float(model.hparams.get("label_smoothing", 0.0))
-    points = []
+    points, step = [], 0
     model.train()
     for epoch in range(epochs):
         if hasattr(train.sampler, "set_epoch"):
             train.sampler.set_epoch(epoch)
         for batch in train:
+            batch = prepare(batch)
+            if whitening is not None:
+                if step == 0:
+                    for layer in whitening_layers(model):
+                        layer.whiten_from(batch["image"], eps=whitening.eps)
+                whitening._set_trainable(model, epoch)
             optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(batch["image"]), batch["label"], label_smoothing=smoothing).backward()
+            with autocast():
+                logits = model(batch["image"])
+            F.cross_entropy(logits.float(), batch["label"], label_smoothing=smoothing).backward()
             optimizer.step()
+            if averaged is not None and ema.should_update(step_idx=step):
+                averaged.update_parameters(model)
+            step += 1
             if scheduler is not None and interval == "step":
                 scheduler.step()
         if scheduler is not None and interval == "epoch":
             scheduler.step()
+        evaluated = averaged.module if averaged is not None else model
         points.append(
             {
                 "seconds": round(time.perf_counter() - start, 3),
                 "epoch": epoch,
-                "val_acc": accuracy(model, val),
+                "val_acc": accuracy(evaluated, val, prepare, autocast),
             }
         )
     data.setup("test")
-    test_acc = accuracy(model, data.test_dataloader())
-    return {
+    evaluated = averaged.module if averaged is not None else model
+    test_acc = accuracy(evaluated, data.test_dataloader(), prepare, autocast, tta=bool(model.tta))
+    result = {
         "seed": seed,
         "curve": points,
         "seconds": round(time.perf_counter() - start, 3),
         "test_acc": round(test_acc, 4),
     }
+    if model.tta:
+        result["test_acc_without_tta"] = round(
+            accuracy(evaluated, data.test_dataloader(), prepare, autocast), 4
+        )
+    return result
 
 
 def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    summary = {"runs": runs, "test_acc": spread([r["test_acc"] for r in runs]),
+               "minutes": spread([r["seconds"] / 60 for r in runs])}  # fmt: skip
+    if all("test_acc_without_tta" in r for r in runs):
+        summary["test_acc_without_tta"] = spread([r["test_acc_without_tta"] for r in runs])
+    return summary
 
 
 def table(runs: list[dict[str, Any]], name: str) -> str:
@@ -157,6 +221,8 @@ def table(runs: list[dict[str, Any]], name: str) -> str:
                 f"| {index} | {point['seconds'] / 60:.1f} | {point['epoch']} | {point['val_acc']:.4f} |"
             )
         lines.append(f"| {index} | {result['seconds'] / 60:.1f} | test | **{result['test_acc']:.4f}** |")
+        if "test_acc_without_tta" in result:
+            lines.append(f"| {index} | | test without TTA | {result['test_acc_without_tta']:.4f} |")
     return "\n".join(lines)
 
 
@@ -170,7 +236,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", type=Path, default=ROOT / "configs/classification/cifar10_folder.yaml")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="seed of the first repetition (then +1, +2, ...)")
-    parser.add_argument("--plain", action="store_true", help="also the hand-written loop")
+    parser.add_argument(
+        "--plain", type=int, nargs="?", const=-1, default=0, metavar="N",
+        help="also the hand-written loop, N times (default: --repeats times)",
+    )  # fmt: skip
     parser.add_argument(
         "--output-dir", type=Path, default=None, help="keep the runs (TensorBoard) and summary.json here"
     )
@@ -189,15 +258,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             lightning_run(args.config, out / f"lightning-{i}", args.seed + i, extra)
             for i in range(args.repeats)
         ]
-        summary["lightning"] = {"runs": runs, "test_acc": spread([r["test_acc"] for r in runs]),
-                                "minutes": spread([r["seconds"] / 60 for r in runs])}  # fmt: skip
+        summary["lightning"] = summarise(runs)
         print(table(runs, "Lightning"))
         if args.plain:
-            plain = [
-                plain_run(args.config, out / f"plain-{i}", args.seed + i, extra) for i in range(args.repeats)
-            ]
-            summary["plain"] = {"runs": plain, "test_acc": spread([r["test_acc"] for r in plain]),
-                                "minutes": spread([r["seconds"] / 60 for r in plain])}  # fmt: skip
+            count = args.repeats if args.plain < 0 else args.plain
+            plain = [plain_run(args.config, out / f"plain-{i}", args.seed + i, extra) for i in range(count)]
+            summary["plain"] = summarise(plain)
             print(table(plain, "plain loop"))
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(

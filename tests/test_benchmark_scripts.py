@@ -111,9 +111,13 @@ def test_time_to_accuracy_records_a_curve_a_test_figure_and_the_plain_loop(tmp_p
     summary = time_to_accuracy.main([
         "--config", str(ROOT / "configs/quickstart/classification.yaml"), "--plain", "--output-dir", str(tmp_path),
         "--", "--trainer.max_epochs", "2", "--data.init_args.source.init_args.samples", "120",
+        "--data.init_args.in_memory", "{cache: false}", "--data.init_args.batch_augment.flip", "true",
+        "--model.init_args.tta", "true", "--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging",
+        "--trainer.callbacks.decay", "0.9",
     ])  # fmt: skip
     for name in ("lightning", "plain"):
         (run,) = summary[name]["runs"]
+        assert 0.0 <= run["test_acc_without_tta"] <= 1.0  # with tta: true, both figures
         assert [point["epoch"] for point in run["curve"]] == [0, 1]
         seconds = [point["seconds"] for point in run["curve"]]
         assert 0 < seconds[0] <= seconds[1] <= run["seconds"]

@@ -122,8 +122,6 @@ def test_options_are_checked():
         ImageClassificationDataModule(SyntheticShapes(samples=8), batch_augment={"flip": True})
     with pytest.raises(InputError, match="leave cache_images off"):
         ImageClassificationDataModule(SyntheticShapes(samples=8), in_memory=True, cache_images=True)
-    with pytest.raises(InputError, match="crop: false"):
-        SegmentationDataModule(SyntheticMasks(), in_memory=True, crop=True)
     with pytest.raises(InputError, match="pad_crop"):
         BatchAugment(pad_crop=-1)
 
@@ -173,6 +171,113 @@ def test_constant_padding_fills_masks_with_ignore_index_and_multilabel_planes_fo
     assert outside[shifted].any() and not outside[~shifted].any()
     assert (out[:, :2][outside[:, None].expand(-1, 2, -1, -1)] == 0).all()  # black image border
     assert torch.equal(out_planes[:, 0], out_masks)
+
+
+def test_dihedral_gives_all_eight_symmetries_with_the_mask_following():
+    images, masks = _coordinates(64, 6)
+    augmenter = BatchAugmenter(BatchAugment(dihedral=True))
+    draws = augmenter.draw(64, 6, 6, seed=3)
+    out, out_masks = augmenter.geometry(images, masks, draws)
+    assert torch.equal(out_masks, out[:, 0] * 6 + out[:, 1])
+    seen = set()
+    for i in range(64):
+        expected = images[i]
+        if draws["vflip"][i]:
+            expected = expected.flip(-2)
+        if draws["flip"][i]:
+            expected = expected.flip(-1)
+        if draws["transpose"][i]:
+            expected = expected.transpose(-2, -1)
+        assert torch.equal(out[i], expected)
+        seen.add((bool(draws["vflip"][i]), bool(draws["flip"][i]), bool(draws["transpose"][i])))
+    assert len(seen) == 8  # the whole group
+    with pytest.raises(InputError, match="square"):
+        augmenter.geometry(images[:, :, :4], None, augmenter.draw(64, 4, 6, seed=3))
+
+
+def test_windows_are_crops_of_whole_images_mask_alike():
+    images, masks = _coordinates(16, 12)
+    augmenter = BatchAugmenter(BatchAugment(pad_crop=1), crop=5)
+    draws = augmenter.draw(16, 12, 12, seed=4)
+    out, out_masks = augmenter.geometry(images, masks, draws)
+    assert out.shape == (16, 3, 5, 5) and out_masks.shape == (16, 5, 5)
+    assert torch.equal(out_masks, out[:, 0] * 12 + out[:, 1])
+    padded = F.pad(images.float(), (1, 1, 1, 1), mode="reflect").to(torch.uint8)
+    for i in range(16):
+        dy, dx = int(draws["dy"][i]), int(draws["dx"][i])
+        assert torch.equal(out[i], padded[i, :, dy : dy + 5, dx : dx + 5])
+    assert int(draws["dy"].max()) <= 12 - 5 + 2 and len(set(draws["dy"].tolist())) > 3
+    with pytest.raises(InputError, match="larger than the in-memory images"):
+        BatchAugmenter(BatchAugment(), crop=13).draw(2, 12, 12, seed=0)
+
+
+def _mask_folder(root: Path, sizes: dict[str, int]) -> Path:
+    """root/images/<name>.png (grey) and root/masks/<name>.png (0/1) of the given sizes."""
+    rng = np.random.default_rng(0)
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for name, size in sizes.items():
+        Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(
+            root / "images" / f"{name}.png"
+        )
+        Image.fromarray(rng.integers(0, 2, (size, size), dtype=np.uint8)).save(root / "masks" / f"{name}.png")
+    return root
+
+
+def test_segmentation_crop_keeps_whole_images_in_memory_and_trains_on_windows(tmp_path: Path):
+    from vision_lightning.data import MaskFolders
+
+    root = _mask_folder(tmp_path / "data", {f"{i:02d}": 24 for i in range(10)})
+    module = SegmentationDataModule(
+        MaskFolders(str(root)), image_size=16, batch_size=4, crop=True, channels=1, mean=[0.0], std=[1.0],
+        in_memory={"cache_dir": str(tmp_path / "cache")}, batch_augment={"dihedral": True}, val_split=0.2,
+    )  # fmt: skip
+    module.setup("fit")
+    train = [module.on_after_batch_transfer(b, 0) for b in module.train_dataloader()]
+    val = [module.on_after_batch_transfer(b, 0) for b in module.val_dataloader()]
+    assert all(b["image"].shape[-2:] == (16, 16) and b["mask"].shape[-2:] == (16, 16) for b in train)
+    assert all(b["image"].shape[-2:] == (24, 24) and b["mask"].shape[-2:] == (24, 24) for b in val)
+    # each window is a piece of its whole image, in one of the 8 orientations, its mask alike
+    whole = module._memory[("train", None)]
+    first = train[0]
+    for image, mask, name in zip(first["image"], first["mask"], first["path"]):
+        index = whole.names.index(name)
+        source = whole.images[index, 0].float() / 255
+        found = False
+        for turned, turned_mask in _orientations(image[0], mask):
+            windows = source.unfold(0, 16, 1).unfold(1, 16, 1)  # (9, 9, 16, 16)
+            hits = (windows == turned).flatten(2).all(-1).nonzero()
+            if len(hits):
+                y, x = hits[0].tolist()
+                assert torch.equal(whole.masks[index][y : y + 16, x : x + 16], turned_mask)
+                found = True
+        assert found
+    module.image_size = 8  # ProgressiveResizing changes the window
+    batch = module.on_after_batch_transfer(next(iter(module.train_dataloader())), 0)
+    assert batch["image"].shape[-2:] == (8, 8)
+
+
+def _orientations(image: torch.Tensor, mask: torch.Tensor):
+    for transpose in (False, True):
+        for turns in range(4):
+            a, b = (image.T, mask.T) if transpose else (image, mask)
+            yield torch.rot90(a, turns), torch.rot90(b, turns)
+
+
+def test_in_memory_crop_names_images_of_another_size(tmp_path: Path):
+    from vision_lightning.data import MaskFolders
+
+    root = _mask_folder(tmp_path, {"a": 20, "b": 20, "c": 20, "d": 24, "e": 24, "f": 24})
+    module = SegmentationDataModule(
+        MaskFolders(str(root)), image_size=16, batch_size=2, crop=True, channels=1, val_split=0.5,
+        in_memory={"cache": False},
+    )  # fmt: skip
+    with pytest.raises(
+        InputError, match=r"must share one size: \S*images/\w\.png is (20x20|24x24) but \S*images/\w\.png is (24x24|20x20); use"
+    ):
+        module.setup("fit")
+        module.train_dataloader()
+        module.val_dataloader()
 
 
 def test_cutout_hides_a_square_of_the_image_only():

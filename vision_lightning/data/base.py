@@ -77,7 +77,7 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
             (`true`, or `{cache_dir: ..., cache: false}`), and load batches without workers
             (data/in_memory.py); `augmentations` do not apply, `batch_augment` does.
         batch_augment: with `in_memory`, augment training batches on the device:
-            `{flip: true, pad_crop: 4, cutout: 8}` (data/batch_augment.py).
+            `{flip: true, pad_crop: 4, cutout: 8}` or `{dihedral: true}` (data/batch_augment.py).
         bad_images: unreadable files are `skip`ped with a warning naming each, stop the run
             (`error`), or are not looked for (`off`).
         val_split / split_seed: the seeded share of the training data held out for validation
@@ -230,6 +230,12 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         if "run_seed" in state_dict:
             self._run_seed = int(state_dict["run_seed"])
 
+    @property
+    def memory_crop(self) -> int | None:
+        """The in-memory path's training window: None (the images are at `image_size` already), or
+        a size to crop random windows of from the whole images kept in memory."""
+        return None
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """In-memory batches (uint8 images) on their device: training ones augmented
         (`batch_augment`), all normalised to floats; other batches pass unchanged."""
@@ -237,9 +243,15 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         if self.in_memory is None or not isinstance(image, torch.Tensor) or image.dtype != torch.uint8:
             return batch
         if self._device_batches is None:
-            augment = self.batch_augment
-            augmenter = BatchAugmenter(augment, getattr(self, "ignore_index", None)) if augment else None
+            augment, crop = self.batch_augment, self.memory_crop
+            augmenter = (
+                BatchAugmenter(augment or BatchAugment(), getattr(self, "ignore_index", None), crop)
+                if augment or crop
+                else None
+            )
             self._device_batches = DeviceBatches(augmenter)
+        elif self._device_batches.augmenter is not None:
+            self._device_batches.augmenter.crop = self.memory_crop  # follows ProgressiveResizing
         mean, std = self._normalisation()
         return self._device_batches(batch, mean, std)
 

@@ -141,6 +141,15 @@ def decode_split(
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         samples = list(pool.map(one, indices))
+    shapes = {s[0].shape for s in samples}
+    if len(shapes) > 1:  # only whole images (no resize) can differ
+        first = samples[0]
+        odd = next(s for s in samples if s[0].shape != first[0].shape)
+        raise InputError(
+            f"in_memory keeps whole images for random crops, and they must share one size: {first[3]} is "
+            f"{first[2][0]}x{first[2][1]} but {odd[3]} is {odd[2][0]}x{odd[2][1]}; use the worker path "
+            "(in_memory: false) for images of mixed sizes"
+        )
     images = torch.from_numpy(np.stack([s[0] for s in samples])).permute(0, 3, 1, 2).contiguous()
     data: dict[str, Any] = {"images": images, "names": [s[3] for s in samples]}
     if masks:
@@ -188,14 +197,16 @@ def load_split(
     source: Any,
     indices: Sequence[int],
     build: Callable[[], dict[str, Any]],
-    shape: tuple[int, int, int],
+    shape: tuple[int, int, int] | None,
 ) -> dict[str, Any]:
     """The decoded split from the cache (`options`) or `build()`; `place` describes it (see
-    memory_cache), `shape` is each image's (C, H, W) for checking a cached file."""
+    memory_cache), `shape` is each image's (C, H, W) for checking a cached file (None: any size)."""
 
     def check(stored: dict[str, Any]) -> str | None:
         images = stored.get("images")
-        if not isinstance(images, Tensor) or images.dtype != torch.uint8 or tuple(images.shape[1:]) != shape:
+        if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+            return "does not hold a uint8 tensor of images"
+        if shape is not None and tuple(images.shape[1:]) != shape:
             return f"does not hold uint8 images of shape {shape}"
         if len(stored.get("names", [])) != len(images) or len(stored.get("indices", [])) != len(images):
             return "holds fewer names or indices than images"

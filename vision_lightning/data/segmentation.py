@@ -15,6 +15,7 @@ all of them at once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -87,11 +88,6 @@ class SegmentationDataModule(VisionDataModule):
             raise InputError(f"channels must be 1 or 3, got {channels}")
         source.check_mode(mode)
         self._refuse_for_streamed(source)
-        if self.in_memory is not None and crop:
-            raise InputError(
-                "in_memory keeps images resized to image_size: set crop: false (random crops of whole "
-                "images are read by the worker path)"
-            )
         self.source, self.mode, self.channels = source, mode, channels
         self.crop, self.augmentations = crop, augmentations
         self.class_names = self._classes(num_classes, class_names)
@@ -242,27 +238,35 @@ class SegmentationDataModule(VisionDataModule):
         source, indices = self._sources[name]
         return SegmentationDataset(source, indices, self._transform(train))
 
+    @property
+    def memory_crop(self) -> int | None:
+        """With `crop`, the in-memory path keeps whole images and trains on random windows."""
+        return self.image_size if self.crop else None
+
     def _memory_dataset(self, split: str) -> MemoryDataset:
-        """Split `split`'s images and masks resized to `image_size` (masks nearest-neighbour) in
-        memory, from the disk cache when it holds them (data/in_memory.py)."""
+        """Split `split`'s images and masks in memory, from the disk cache when it holds them
+        (data/in_memory.py): resized to `image_size` (masks nearest-neighbour), or with `crop` whole,
+        at their own size, which must then be the same for all of them."""
         import albumentations as A
 
-        key = (split, self.image_size)
+        size = None if self.crop else self.image_size
+        key = (split, size)
         if key not in self._memory:
             source, indices = self._sources[split]
             place = {
                 "module": "segmentation", "split": split, "source": repr(self.source),
                 "source_args": self.source.init_args, "spec": repr(self._spec()),
-                "image_size": self.image_size, "bad_images": self.bad_images,
+                "image_size": size, "bad_images": self.bad_images,
             }  # fmt: skip
-            transform = A.Compose([A.Resize(height=self.image_size, width=self.image_size)])
+            transform = A.Compose([A.Resize(height=size, width=size)] if size else [])
 
             def build() -> dict[str, Any]:
                 kept = self._checked({split: (source, list(indices))})[split][1]
-                check_fits(len(kept), self.channels, self.image_size, f"the {split} set")
+                side = size or max(_whole_image_size(source, kept))
+                check_fits(len(kept), self.channels, side, f"the {split} set")
                 return {**decode_split(source, kept, transform, masks=True), "indices": list(kept)}
 
-            shape = (self.channels, self.image_size, self.image_size)
+            shape = (self.channels, size, size) if size else None
             data = load_split(self.in_memory, place, source, indices, build, shape)
             kept = [int(i) for i in data["indices"]]
             self._memory[key] = MemorySplit(
@@ -270,6 +274,14 @@ class SegmentationDataModule(VisionDataModule):
             )
             self._sources[split] = (source, kept)
         return MemoryDataset(self._memory[key], target_key="mask")
+
+
+def _whole_image_size(source: SampleSource, indices: Sequence[int]) -> tuple[int, int]:
+    """The (height, width) of the first sample: in_memory with `crop` keeps whole images, of one size."""
+    if not indices:
+        return (0, 0)
+    image, _, _ = source.load(indices[0])
+    return tuple(image.shape[:2])
 
 
 def _whole(source: SampleSource) -> Split:
