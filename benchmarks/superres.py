@@ -1,21 +1,23 @@
 """Super-resolution and style-transfer benchmark on ../shared/data (CPU).
 
-1. Accuracy: the x4 recipe `configs/superres/edsr_x4_cbsd68.yaml` (or its network swapped with
-   `--arch`), built by the CLI exactly as `fit --config` would, trains on random crops of the 68
-   CBSD68 photos for `--epochs` epochs (about 15 minutes on 2 CPU cores at the default) and is then
-   scored on whole CSet5 and CSet14 images:
+1. Accuracy: the x4 recipe `configs/superres/edsr_x4_cbsd68.yaml` (or `--config`, or its network
+   swapped with `--arch`), built by the CLI exactly as `fit --config` would (with any CLI arguments
+   after `--`), trains on random crops of the 68 CBSD68 photos for the recipe's epochs (about 15
+   minutes on 2 CPU cores) or `--epochs`, and is then scored on whole CSet5 and CSet14 images:
    PSNR / SSIM on Y with a 4-pixel border crop, next to bicubic upscaling of the same LR images;
    with `--tta`, also the x8 self-ensemble of the same weights (`x8_psnr_y_crop4`, EDSR's "+").
 2. Throughput at 512x512 on CPU, batch 1, inference mode: x4 upscaling to a 512x512 output (LR
    128x128, one tile) and of a 512x512 input (tiled, 2048x2048 out); stylisation of a 512x512 image.
 
-    python benchmarks/superres.py --data-root ../shared/data [--epochs 22] [--arch srresnet] [--tta] [--skip-training]
+    python benchmarks/superres.py --data-root ../shared/data [--epochs 22] [--arch srresnet] [--tta] [--skip-training] \
+        [-- --trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -52,22 +54,27 @@ def scores_on(trainer, model, test_root: Path, name: str, tta: bool = False) -> 
 SCORES = ("psnr_y_crop4", "bicubic_psnr_y_crop4", "ssim_y_crop4", "bicubic_ssim_y_crop4")
 
 
-def train_and_score(data_root: Path, epochs: int, run: str, arch: str | None, tta: bool = False) -> dict:
+def train_and_score(
+    data_root: Path, epochs: int | None, run: str, arch: str | None, tta: bool = False,
+    config: Path = CONFIG, extra: list[str] = (),
+) -> dict:  # fmt: skip
     sr = data_root / "sr"
-    cli = VisionCLI(
-        args=["--config", str(CONFIG), "--data.init_args.source.init_args.train_root", str(sr / "CBSD68"),
-              "--data.init_args.source.init_args.val_root", str(sr / "CSet5"), "--trainer.max_epochs", str(epochs),
-              "--trainer.default_root_dir", run, "--checkpoint.dirpath", f"{run}/checkpoints",
-              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-              "--trainer.check_val_every_n_epoch", str(max(epochs // 4, 1))]
-        + (["--model.init_args.arch", arch] if arch else []),
-        run=False,
-    )  # fmt: skip
+    args = ["--config", str(config), "--data.init_args.source.init_args.train_root", str(sr / "CBSD68"),
+            "--data.init_args.source.init_args.val_root", str(sr / "CSet5"),
+            "--trainer.default_root_dir", run, "--checkpoint.dirpath", f"{run}/checkpoints",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]  # fmt: skip
+    if epochs is not None:
+        args += ["--trainer.max_epochs", str(epochs)]
+    args += ["--model.init_args.arch", arch] if arch else []
+    cli = VisionCLI(args=[*args, *extra], run=False)
+    epochs = cli.trainer.max_epochs
+    cli.trainer.check_val_every_n_epoch = max(epochs // 4, 1)
     start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
     fit_seconds = time.perf_counter() - start
     result = {
-        "recipe": CONFIG.stem,
+        "recipe": Path(config).stem,
+        "extra": list(extra),
         "arch": cli.model.hparams.arch,
         "parameters": sum(p.numel() for p in cli.model.parameters()),
         "epochs": cli.trainer.current_epoch,
@@ -105,13 +112,18 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data-root", type=Path, required=True)
-    parser.add_argument("--epochs", type=int, default=22, help="training epochs (about 15 min on 2 cores)")
+    parser.add_argument(
+        "--config", type=Path, default=CONFIG, help="the x4 recipe (default: edsr_x4_cbsd68.yaml)"
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the recipe's)")
     parser.add_argument("--arch", default=None, help="another network for the recipe (srresnet, espcn)")
     parser.add_argument("--tta", action="store_true", help="also score the x8 self-ensemble (8x test time)")
     parser.add_argument("--skip-throughput", action="store_true", help="measure accuracy only")
     parser.add_argument("--skip-training", action="store_true", help="measure throughput only")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     if not (args.data_root / "sr/CBSD68").is_dir():
         parser.error(f"{args.data_root}/sr/CBSD68 not found: pass --data-root <shared data folder>")
     if args.threads:
@@ -121,7 +133,11 @@ def main() -> None:
     if not args.skip_training:
         with tempfile.TemporaryDirectory() as tmp:
             print(
-                json.dumps(train_and_score(args.data_root, args.epochs, f"{tmp}/x4", args.arch, args.tta)),
+                json.dumps(
+                    train_and_score(
+                        args.data_root, args.epochs, f"{tmp}/x4", args.arch, args.tta, args.config, extra
+                    )
+                ),
                 flush=True,
             )
     print(f"threads={torch.get_num_threads()}")

@@ -170,3 +170,30 @@ def test_superres_benchmark_scores_plain_and_x8_from_the_same_weights(tmp_path: 
         "Tiny_x8_psnr_y_crop4", "Tiny_x8_ssim_y_crop4",
     }  # fmt: skip
     assert scores["Tiny_x8_psnr_y_crop4"] != scores["Tiny_psnr_y_crop4"] and model.tta is False
+
+
+def test_segmentation_benchmark_scores_a_recipe_with_and_without_tta(tmp_path: Path):
+    """The ISBI benchmark on a tiny folder in ISBI's layout: the in-memory recipe trains for its
+    budget, passes the arguments after `--` on, and scores the same weights with flip TTA too."""
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks import segmentation
+
+    rng = np.random.default_rng(0)
+    for folder in ("image", "label"):
+        (tmp_path / "isbi2012/train" / folder).mkdir(parents=True)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8)).save(
+            tmp_path / f"isbi2012/train/image/{i}.png"
+        )
+        label = (rng.random((40, 40)) > 0.3).astype(np.uint8) * 255
+        Image.fromarray(label).save(tmp_path / f"isbi2012/train/label/{i}.png")
+    (result,) = segmentation.main([
+        "--data-root", str(tmp_path), "--budget", "2", "--recipes", "isbi_fast_unet_in_memory", "--tta",
+        "--", "--data.init_args.image_size", "32", "--data.init_args.in_memory.cache_dir", str(tmp_path / "cache"),
+    ])  # fmt: skip
+    assert result["recipe"] == "isbi_fast_unet_in_memory" and result["epochs"] >= 1
+    assert "--data.init_args.image_size" in result["extra"]
+    for key in ("val_iou_membrane", "val_iou_membrane_tta", "val_dice", "val_dice_tta"):
+        assert 0.0 <= result[key] <= 1.0
