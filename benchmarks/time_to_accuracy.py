@@ -244,8 +244,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--output-dir", type=Path, default=None, help="keep the runs (TensorBoard) and summary.json here"
     )
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
+    if args.repeats < 0 or (args.repeats == 0 and args.plain <= 0):
+        parser.error("--repeats must be at least 1 (0 only with --plain N: the hand-written loop alone)")
     with tempfile.TemporaryDirectory() as scratch:
         out = args.output_dir or Path(scratch)
         out.mkdir(parents=True, exist_ok=True)
@@ -254,12 +254,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "extra": extra,
             "threads": torch.get_num_threads(),
         }
-        runs = [
-            lightning_run(args.config, out / f"lightning-{i}", args.seed + i, extra)
-            for i in range(args.repeats)
-        ]
-        summary["lightning"] = summarise(runs)
-        print(table(runs, "Lightning"))
+        if args.repeats:
+            runs = [
+                lightning_run(args.config, out / f"lightning-{i}", args.seed + i, extra)
+                for i in range(args.repeats)
+            ]
+            summary["lightning"] = summarise(runs)
+            print(table(runs, "Lightning"))
         if args.plain:
             count = args.repeats if args.plain < 0 else args.plain
             plain = [plain_run(args.config, out / f"plain-{i}", args.seed + i, extra) for i in range(count)]
