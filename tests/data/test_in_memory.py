@@ -273,7 +273,8 @@ def test_in_memory_crop_names_images_of_another_size(tmp_path: Path):
         in_memory={"cache": False},
     )  # fmt: skip
     with pytest.raises(
-        InputError, match=r"must share one size: \S*images/\w\.png is (20x20|24x24) but \S*images/\w\.png is (24x24|20x20); use"
+        InputError,
+        match=r"must share one size: \S*images/\w\.png is (20x20|24x24) but \S*images/\w\.png is (24x24|20x20); use",
     ):
         module.setup("fit")
         module.train_dataloader()
