@@ -11,14 +11,20 @@ from vision_lightning.callbacks import (
     ResizeStage,
 )
 from vision_lightning.data import (
+    BoxAugment,
+    CocoJson,
+    DetectionDataModule,
     EmbeddingDataModule,
     ImageClassificationDataModule,
     SegmentationDataModule,
     ShapeImages,
     StyleTransferDataModule,
     SuperResDataModule,
+    SyntheticBoxes,
     SyntheticTextures,
     VisionDataModule,
+    VocXml,
+    YoloFolders,
 )
 from vision_lightning.losses import FeatureLoss, FeatureNetwork, StyleLoss
 from vision_lightning.models import (
@@ -79,4 +85,10 @@ __all__ = [
     "create_segmentation_model",
     "create_style_model",
     "create_superres_model",
+    "BoxAugment",
+    "CocoJson",
+    "DetectionDataModule",
+    "SyntheticBoxes",
+    "VocXml",
+    "YoloFolders",
 ]

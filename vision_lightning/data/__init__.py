@@ -6,6 +6,16 @@ from vision_lightning.data.classification_sources import (
     ImageFolder,
     TorchvisionDataset,
 )
+from vision_lightning.data.detection import DetectionDataModule
+from vision_lightning.data.detection_sources import (
+    CocoJson,
+    DetectionSource,
+    SyntheticBoxes,
+    VocXml,
+    YoloFolders,
+)
+from vision_lightning.data.detection_synthetic import write_yolo_dataset
+from vision_lightning.data.detection_transforms import BoxAugment
 from vision_lightning.data.embeddings import EmbeddingDataModule
 from vision_lightning.data.segmentation import SegmentationDataModule
 from vision_lightning.data.segmentation_sources import MaskFolders, PaletteMasks, RleCsv, SegmentationSource
@@ -49,4 +59,12 @@ __all__ = [
     "stratified_split",
     "write_folds",
     "write_image_folder",
+    "BoxAugment",
+    "CocoJson",
+    "DetectionDataModule",
+    "DetectionSource",
+    "SyntheticBoxes",
+    "VocXml",
+    "YoloFolders",
+    "write_yolo_dataset",
 ]

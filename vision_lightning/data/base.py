@@ -139,6 +139,9 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
 
     __str__ = __repr__
 
+    #: how a loader's items become a batch (detection keeps boxes as lists: data/detection.py)
+    collate_fn = staticmethod(collate)
+
     @property
     def hparams_initial(self):
         """What loggers are shown, under `data/`: Lightning refuses to log a model and a data module
@@ -205,7 +208,7 @@ class VisionDataModule(PlainHyperparameters, pl.LightningDataModule):
         return DataLoader(
             SeededItems(dataset) if train else dataset,
             batch_size=batch_size,
-            collate_fn=collate,
+            collate_fn=self.collate_fn,
             sampler=sampler,
             generator=torch.Generator().manual_seed(seed),
             # A last batch of one sample breaks BatchNorm in training; drop the ragged end then.
