@@ -24,6 +24,8 @@ def as_image(image: np.ndarray | Tensor) -> tv_tensors.Image:
     if isinstance(image, np.ndarray):
         if image.ndim == 2:
             image = image[..., None]
+        if not image.flags.writeable:  # PIL's arrays are read-only; torch wants to own writable memory
+            image = image.copy()
         image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     return tv_tensors.Image(image)
 
