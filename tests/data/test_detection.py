@@ -102,7 +102,9 @@ def test_yolo_data_yaml_with_splits_and_a_names_dict(tmp_path):
             _image(root / "images" / split / f"{name}.jpg")
             (root / "labels" / split).mkdir(parents=True, exist_ok=True)
             (root / "labels" / split / f"{name}.txt").write_text(YOLO_LINES)
-    (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: {0: car, 1: person}\n")
+    (root / "data.yaml").write_text(
+        "path: .\ntrain: images/train\nval: images/val\nnames: {0: car, 1: person}\n"
+    )
     data = DetectionDataModule(YoloFolders(str(root / "data.yaml")), image_size=S, **PLAIN)
     assert data.class_names == ["car", "person"]
     data.setup()
@@ -164,7 +166,9 @@ def test_voc_collects_sorted_names_converts_one_based_boxes_and_drops_difficult(
 
 
 def test_write_yolo_dataset_reads_back_as_the_synthetic_boxes(tmp_path):
-    path = write_yolo_dataset(tmp_path / "traffic", samples=6, val_samples=2, image_size=48, class_names=list("abcdefg"))
+    path = write_yolo_dataset(
+        tmp_path / "traffic", samples=6, val_samples=2, image_size=48, class_names=list("abcdefg")
+    )
     data = DetectionDataModule(YoloFolders(str(path)), image_size=48, **PLAIN)
     assert data.class_names == list("abcdefg")
     assert (tmp_path / "traffic/classes.txt").read_text().split() == list("abcdefg")
@@ -198,7 +202,9 @@ def _rectangle_item(seed_key: tuple[int, int, int], augment: BoxAugment) -> dict
 
 
 def test_augmented_boxes_bound_their_objects_pixels():
-    augment = BoxAugment(hflip=0.5, vflip=0.5, scale=(0.6, 1.6), crop=0.5, crop_size=(0.6, 1.0), min_visibility=0.2)
+    augment = BoxAugment(
+        hflip=0.5, vflip=0.5, scale=(0.6, 1.6), crop=0.5, crop_size=(0.6, 1.0), min_visibility=0.2
+    )
     kept = 0
     for epoch in range(12):
         item = _rectangle_item((0, epoch, 0), augment)
@@ -233,7 +239,9 @@ def test_predict_batches_have_size_scale_and_path(tmp_path):
     folder = tmp_path / "photos"
     _image(folder / "wide.png")
     _image(folder / "tall.png", width=20, height=50)
-    data = DetectionDataModule(SyntheticBoxes(samples=4, image_size=32), image_size=S, predict_root=str(folder), **PLAIN)
+    data = DetectionDataModule(
+        SyntheticBoxes(samples=4, image_size=32), image_size=S, predict_root=str(folder), **PLAIN
+    )
     data.setup("predict")
     batch = next(iter(data.predict_dataloader()))
     assert set(batch) == {"image", "path", "size", "scale"}
@@ -267,3 +275,16 @@ def test_class_names_rename_and_num_classes_name_unnamed_yolo_classes(tmp_path):
     (root / "classes.txt").unlink()
     assert DetectionDataModule(YoloFolders(str(root)), num_classes=2, image_size=S).class_names == ["0", "1"]
     assert renamed.preprocessing()["resize"] == "letterbox"
+
+
+def test_training_batches_repeat_with_any_number_of_workers():
+    def batches(workers: int) -> list[dict]:
+        data = DetectionDataModule(SyntheticBoxes(samples=10, image_size=48), image_size=32, batch_size=4,
+                                   augment=BoxAugment(crop=0.5), loader={"num_workers": workers}, **PLAIN)  # fmt: skip
+        data._run_seed = 5
+        return list(data.train_dataloader())
+
+    first, second = batches(0), batches(1)
+    for a, b in zip(first, second, strict=True):
+        assert a["path"] == b["path"] and torch.equal(a["image"], b["image"])
+        assert all(torch.equal(x, y) for x, y in zip(a["boxes"], b["boxes"], strict=True))
