@@ -21,9 +21,11 @@ from vision_lightning.data import (
     YoloFolders,
     write_yolo_dataset,
 )
+from vision_lightning.data.detection_synthetic import SyntheticBoxSamples
 from vision_lightning.data.detection_transforms import DetectionTransform
 from vision_lightning.data.seeding import SeededItems
 from vision_lightning.utils.boxes import resize_scale, to_original
+from vision_lightning.utils.letterbox import as_boxes
 
 # One 80x40 (width x height) image with a box [10, 5, 30, 25] of class 1 and a box [40, 0, 80, 20] of
 # class 0; at S = 32, letterbox: factor 0.4, 8 rows of padding above; stretch: 0.4 across, 0.8 down.
@@ -172,8 +174,6 @@ def test_write_yolo_dataset_reads_back_as_the_synthetic_boxes(tmp_path):
     data = DetectionDataModule(YoloFolders(str(path)), image_size=48, **PLAIN)
     assert data.class_names == list("abcdefg")
     assert (tmp_path / "traffic/classes.txt").read_text().split() == list("abcdefg")
-    from vision_lightning.data.detection_synthetic import SyntheticBoxSamples
-
     written = SyntheticBoxSamples(6, 48, 7, 3, 0, "")
     items = _items(data, ("train",))
     for index in range(6):
@@ -227,8 +227,6 @@ def test_augmentation_repeats_for_a_key_and_differs_between_epochs():
 
 def test_crop_clips_boxes_it_keeps_and_drops_those_mostly_cut_off():
     transform = DetectionTransform(32, "letterbox", [0.0], [1.0], BoxAugment(min_visibility=0.6))
-    from vision_lightning.utils.letterbox import as_boxes
-
     boxes = as_boxes(torch.tensor([[0.0, 0, 10, 10], [8, 2, 16, 10], [20, 5, 28, 13]]), 32, 32)
     _, out, labels = transform._crop(torch.zeros(3, 32, 32), boxes, torch.tensor([0, 1, 2]), 0, 5, 20)
     assert labels.tolist() == [1, 2]  # the first keeps half its area: dropped
