@@ -23,6 +23,7 @@ from vision_lightning.data import (
 from vision_lightning.losses import FeatureLoss, FeatureNetwork, StyleLoss
 from vision_lightning.models import (
     create_backbone,
+    create_detector,
     create_segmentation_model,
     create_style_model,
     create_superres_model,
@@ -31,6 +32,7 @@ from vision_lightning.optim import OneCycleLR, WarmupCosineLR, parameter_groups
 from vision_lightning.tasks import (
     BaseTask,
     ClassifierModule,
+    DetectionModule,
     FeatureExtractModule,
     KNNClassifierModule,
     SegmentationModule,
@@ -47,6 +49,7 @@ __all__ = [
     "BatchMixing",
     "CheckpointError",
     "ClassifierModule",
+    "DetectionModule",
     "EmbeddingDataModule",
     "DownloadError",
     "FeatureExtractModule",
@@ -76,6 +79,7 @@ __all__ = [
     "SyntheticTextures",
     "VisionDataModule",
     "create_backbone",
+    "create_detector",
     "create_segmentation_model",
     "create_style_model",
     "create_superres_model",
