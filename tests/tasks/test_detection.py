@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data import DataLoader
 
 from tests.conftest import cpu_trainer, optimizer
 from tests.detection_batches import CLASS_NAMES, RectangleData, Rectangles
@@ -262,3 +263,81 @@ def test_export_network_gives_padded_plain_tensors(run):
     assert len(found[0]["scores"]) <= 7
     padded = labels == -1
     assert (scores[padded] == 0).all() and (boxes[padded] == 0).all()
+
+
+# ---------------------------------------------------------------- mAP against a hand computation
+def _iou(a: list[float], b: list[float]) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+    return inter / (area - inter)
+
+
+def _hand_ap(predictions: list[tuple], truths: dict[int, list[list[float]]], threshold: float) -> float:
+    """COCO's AP of one class by hand: detections by falling score, each matched greedily to the
+    best unmatched true box of its image with IoU >= threshold; precision made non-increasing and
+    read at the 101 recall points 0, 0.01, ..., 1 (0 past the largest recall reached)."""
+    matched, hits = set(), []
+    for image, _, box in sorted(predictions, key=lambda p: -p[1]):
+        candidates = [
+            (_iou(box, truth), (image, j))
+            for j, truth in enumerate(truths[image])
+            if (image, j) not in matched and _iou(box, truth) >= threshold
+        ]
+        if candidates:
+            matched.add(max(candidates)[1])
+        hits.append(bool(candidates))
+    total = sum(len(boxes) for boxes in truths.values())
+    recall, precision, tp = [], [], 0
+    for rank, hit in enumerate(hits, start=1):
+        tp += hit
+        recall.append(tp / total)
+        precision.append(tp / rank)
+    for i in range(len(precision) - 2, -1, -1):
+        precision[i] = max(precision[i], precision[i + 1])
+    points = [r / 100 for r in range(101)]
+    return sum(next((p for r, p in zip(recall, precision) if r >= point), 0.0) for point in points) / 101
+
+
+def test_map_matches_a_hand_computation():
+    # Image 0: one true box, found exactly (0.9) and again, half-covered (0.8: a duplicate, a false
+    # positive at every threshold). Image 1: one true box found with IoU 0.68 (0.7): a true positive
+    # at thresholds 0.50-0.65, a false positive from 0.70. By hand: AP@0.5 = (51 + 50 * 2/3) / 101
+    # = 0.83498; AP@0.7+ = 51 / 101 = 0.50495; mAP@0.5:0.95 = (4 * 0.83498 + 6 * 0.50495) / 10.
+    truths = {0: [[0.0, 0.0, 10.0, 10.0]], 1: [[0.0, 0.0, 20.0, 20.0]]}
+    predictions = [
+        (0, 0.9, [0.0, 0.0, 10.0, 10.0]),
+        (0, 0.8, [0.0, 0.0, 10.0, 5.0]),
+        (1, 0.7, [0.0, 0.0, 20.0, 13.6]),
+    ]
+    batch = {
+        "image": torch.zeros(2, 3, 32, 32),
+        "boxes": [torch.tensor(truths[0]), torch.tensor(truths[1])],
+        "labels": [torch.tensor([0]), torch.tensor([0])],
+        "path": ["a.png", "b.png"],
+        "size": torch.tensor([[32, 32], [32, 32]]),
+        "scale": torch.tensor([[1.0, 1.0, 0.0, 0.0]] * 2),
+    }
+    task = small(log_images=0)
+
+    def detect(images):
+        return [
+            {
+                "boxes": torch.tensor([p[2] for p in predictions if p[0] == i]),
+                "scores": torch.tensor([p[1] for p in predictions if p[0] == i]),
+                "labels": torch.zeros(sum(p[0] == i for p in predictions), dtype=torch.int64),
+            }
+            for i in range(len(images))
+        ]
+
+    task.detect = detect
+    logged = cpu_trainer().validate(task, DataLoader([batch], batch_size=None), verbose=False)[0]
+    thresholds = [0.5 + 0.05 * i for i in range(10)]
+    by_hand = [_hand_ap(predictions, truths, t) for t in thresholds]
+    assert by_hand[0] == pytest.approx((51 + 50 * 2 / 3) / 101) and by_hand[-1] == pytest.approx(51 / 101)
+    assert logged["val/map_50"] == pytest.approx(by_hand[0], abs=1e-4)
+    assert logged["val/map"] == pytest.approx(sum(by_hand) / 10, abs=1e-4)
+    assert logged["val/map_75"] == pytest.approx(by_hand[5], abs=1e-4)
+    assert logged["val/map_class/red"] == pytest.approx(logged["val/map"], abs=1e-6)
+    assert "val/map_class/blue" not in logged  # no true blue box: no AP

@@ -175,9 +175,8 @@ class ProgressiveResizing(pl.Callback):
         so fitting the same data module again does not take a stage's size for the configured one)."""
         if self._base is not None and self._base[0]() is dm:
             return self._base[1]
-        resize = getattr(
-            dm, "resize", None
-        )  # a size; detection's `resize: letterbox` is a mode, kept as it is
+        # `resize` scales with image_size when it is a size; detection's `resize: letterbox` is a mode
+        resize = getattr(dm, "resize", None)
         resize = resize if isinstance(resize, int) and not isinstance(resize, bool) else None
         base = _Base(int(dm.image_size), int(dm.batch_size), resize)
         self._base = (weakref.ref(dm), base)
