@@ -43,7 +43,9 @@ def run(tmp_path_factory) -> SimpleNamespace:
     """FCOS on resnet18 trained one epoch (2 steps) on 64 px rectangles, with TensorBoard and a checkpoint."""
     folder = tmp_path_factory.mktemp("detection")
     pl.seed_everything(0)
-    task = small(draw_score_threshold=0.0, optimizer=optimizer("AdamW", lr=1e-3))
+    task = small(
+        draw_score_threshold=0.0, optimizer=optimizer("AdamW", lr=1e-3), inference={"max_detections": 50}
+    )
     trainer = cpu_trainer(
         logger=TensorBoardLogger(folder, name="", version=""),
         enable_checkpointing=True,
@@ -228,6 +230,7 @@ def test_progressive_resizing_trains_the_detector_at_each_size():
 
 def test_predict_images_from_the_checkpoint_alone(run, tmp_path):
     task = load_task(run.checkpoint)
+    assert task.inference_options.max_detections == 50 and task.detector.net.detections_per_img == 50
     assert task.preprocessing["image_size"] == 64 and task.preprocessing["resize"] == "letterbox"
     paths = Rectangles(2, 64).save(tmp_path / "images")
     results = task.predict_images(tmp_path / "images")

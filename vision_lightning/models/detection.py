@@ -26,6 +26,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from vision_lightning.models.factory import _download_error, create_feature_pyramid
 from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.hparams import from_plain
 from vision_lightning.utils.weights import load_weights
 
 DetectorName = Literal["fcos", "retinanet", "faster_rcnn", "ssdlite"]
@@ -61,18 +62,20 @@ class DetectorOptions:
 
 
 def detector_options(value: DetectorOptions | dict | None) -> DetectorOptions:
+    """Options from a mapping (`{score_threshold: 0.3}`, or the `{class_path, init_args}` that saved
+    hyperparameters hold), an instance, or None (the defaults)."""
     if value is None:
         return DetectorOptions()
-    if isinstance(value, DetectorOptions):
-        return value
     if isinstance(value, dict):
-        unknown = set(value) - {"score_threshold", "nms_iou", "max_detections"}
+        unknown = set(value) - {"score_threshold", "nms_iou", "max_detections", "class_path", "init_args"}
         if unknown:
             raise InputError(
                 f"detector options are score_threshold, nms_iou and max_detections, got {sorted(unknown)}"
             )
-        return DetectorOptions(**value)
-    raise InputError(f"detector options must be a mapping, got {type(value).__name__}")
+        value = from_plain(value, DetectorOptions, "detector options")
+    if not isinstance(value, DetectorOptions):
+        raise InputError(f"detector options must be a mapping, got {type(value).__name__}")
+    return value
 
 
 class BatchOnly(GeneralizedRCNNTransform):
