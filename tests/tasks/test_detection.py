@@ -159,6 +159,14 @@ def test_plateau_schedule_must_maximise_map():
         task.configure_optimizers()
 
 
+def test_checkpoints_must_follow_map_upwards():
+    task = small()
+    for callback in (ModelCheckpoint(monitor="val/loss"), ModelCheckpoint(monitor="val/map_50", mode="min")):
+        with pytest.raises(InputError, match="set checkpoint monitor: val/map_50, mode: max"):
+            task._check_checkpoint_monitor([callback])
+    task._check_checkpoint_monitor([ModelCheckpoint(monitor="val/map_50", mode="max"), ModelCheckpoint()])
+
+
 def test_coco_and_imagenet_downloads_fail_offline_in_one_sentence(monkeypatch):
     from torchvision.models._api import WeightsEnum
 

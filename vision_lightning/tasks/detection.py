@@ -274,11 +274,14 @@ class DetectionModule(BaseTask):
         mean = getattr(datamodule, "mean", None) or self.preprocessing.get("mean")
         std = getattr(datamodule, "std", None) or self.preprocessing.get("std")
         images = to_uint8_images(samples["image"], mean, std)
+        # small inputs drawn larger, so that captions stay readable beside the boxes
+        zoom = max(1, -(-192 // max(images.shape[1:3])))
+        images = images.repeat(zoom, axis=1).repeat(zoom, axis=2)
         names, threshold = self.class_names, self.hparams.draw_score_threshold
         tiles, captions = [], []
         for i, image in enumerate(images):
             truth = draw_boxes(
-                image, samples["boxes"][i], [names[int(c)] for c in samples["labels"][i]], GREEN
+                image, samples["boxes"][i] * zoom, [names[int(c)] for c in samples["labels"][i]], GREEN
             )
             found = samples["detections"][i]
             keep = found["scores"] >= threshold
@@ -286,9 +289,28 @@ class DetectionModule(BaseTask):
                 f"{names[int(c)]} {float(s):.2f}"
                 for c, s in zip(found["labels"][keep], found["scores"][keep])
             ]
-            tiles += [truth, draw_boxes(image, found["boxes"][keep], labels, RED)]
+            tiles += [truth, draw_boxes(image, found["boxes"][keep] * zoom, labels, RED)]
             captions += [f"image {i}: true boxes", f"predicted (score >= {threshold:g})"]
         return captioned_grid(np.stack(tiles), captions, columns=2)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self._trainer is not None:
+            self._check_checkpoint_monitor(self.trainer.checkpoint_callbacks)
+
+    def _check_checkpoint_monitor(self, callbacks: list[Any]) -> None:
+        """A ModelCheckpoint following `val/loss` (the CLI's default), which detection does not log,
+        or keeping the lowest mAP, named in one sentence instead of failing after the first epoch."""
+        for callback in callbacks:
+            monitor, mode = getattr(callback, "monitor", None), getattr(callback, "mode", "min")
+            if monitor == "val/loss" or (
+                monitor and monitor.startswith(("val/map", "val/mar")) and mode != "max"
+            ):
+                raise InputError(
+                    f"checkpoint monitors {monitor} (mode {mode}), but DetectionModule logs no val/loss "
+                    "(torchvision detectors give losses only in training) and mAP grows as it improves: set "
+                    f"checkpoint monitor: {self.monitor}, mode: max (and a filename without val/loss)"
+                )
 
     # ---------------------------------------------------------------- optimisation
     def configure_optimizers(self):
