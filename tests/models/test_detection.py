@@ -50,3 +50,29 @@ def test_batch_only_keeps_sizes_and_values():
     detector = create_detector("fcos", "resnet18", 2, fpn_channels=64, options={"max_detections": 5})
     assert detector.net.detections_per_img == 5 and detector.net.transform is not None
     assert isinstance(detector.net.transform, BatchOnly)
+
+
+def test_coco_detector_gets_a_classification_layer_for_the_data(monkeypatch):
+    """torchvision's COCO FCOS, its download replaced by the state of an untrained one (no network)."""
+    import torchvision
+    from torchvision.models._api import WeightsEnum
+
+    build = torchvision.models.get_model
+    calls = []
+
+    def state(self, *args, **kwargs):
+        calls.append((type(self).__name__, kwargs.get("weights_only")))
+        return build("fcos_resnet50_fpn", weights=None, weights_backbone=None).state_dict()
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", state)
+    detector = create_detector("fcos", "resnet50", 3, coco_weights=True)
+    assert calls[0] == ("FCOS_ResNet50_FPN_Weights", True)  # read with weights_only first
+    head = detector.net.head.classification_head
+    assert head.cls_logits.out_channels == 3 and head.num_classes == 3
+    detector.train()
+    targets = [{"boxes": torch.tensor([[4.0, 4.0, 40.0, 40.0]]), "labels": torch.tensor([2])}] * 2
+    assert set(detector(torch.randn(2, 3, 64, 64), targets)) == {
+        "classification",
+        "bbox_regression",
+        "bbox_ctrness",
+    }

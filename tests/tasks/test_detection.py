@@ -174,7 +174,10 @@ def test_coco_and_imagenet_downloads_fail_offline_in_one_sentence(monkeypatch):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
-    with pytest.raises(DownloadError, match="fcos_resnet50_fpn.*without internet access"):
+    with pytest.raises(
+        DownloadError,
+        match="COCO detector 'fcos_resnet50_fpn'.*without internet access set coco_weights: false",
+    ):
         small(backbone="resnet50", coco_weights=True, fpn_channels=None)
     with pytest.raises(DownloadError, match="mobilenet_v3_large.*without internet access"):
         small(detector="ssdlite", backbone="mobilenet_v3_large", pretrained=True, fpn_channels=None)

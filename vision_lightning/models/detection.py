@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
@@ -25,7 +26,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from vision_lightning.models.factory import _download_error, create_feature_pyramid
-from vision_lightning.utils.errors import InputError
+from vision_lightning.utils.errors import DownloadError, InputError
 from vision_lightning.utils.hparams import from_plain
 from vision_lightning.utils.weights import load_weights
 
@@ -119,7 +120,11 @@ def _coco_detector(detector: str, num_classes: int) -> nn.Module:
         weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
         model = torchvision.models.get_model(model_name, weights=weights)
     except Exception as error:  # noqa: BLE001
-        raise _download_error(model_name, error) from None
+        raise DownloadError(
+            f"could not download torchvision's COCO detector {model_name!r} ({type(error).__name__}: {error}); "
+            "without internet access set coco_weights: false (and pretrained: false, or weights: a local "
+            "backbone file)"
+        ) from None
     if detector in ("fcos", "retinanet"):
         head = model.head.classification_head
         anchors = head.num_anchors if hasattr(head, "num_anchors") else 1
@@ -135,7 +140,7 @@ def _coco_detector(detector: str, num_classes: int) -> nn.Module:
 
         in_channels = [block[0][0].in_channels for block in model.head.classification_head.module_list]
         anchors = model.anchor_generator.num_anchors_per_location()
-        norm = nn.BatchNorm2d  # torchvision's partial(BatchNorm2d, eps=0.001, momentum=0.03) also fits
+        norm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)  # as torchvision's SSDlite
         model.head.classification_head = SSDLiteClassificationHead(
             in_channels, anchors, num_classes + 1, norm
         )
