@@ -65,7 +65,7 @@ def test_coco_detector_gets_a_classification_layer_for_the_data(monkeypatch):
         return build("fcos_resnet50_fpn", weights=None, weights_backbone=None).state_dict()
 
     monkeypatch.setattr(WeightsEnum, "get_state_dict", state)
-    detector = create_detector("fcos", "resnet50", 3, coco_weights=True)
+    detector = create_detector("fcos", "resnet50", 3, pretrained="coco")
     assert calls[0] == ("FCOS_ResNet50_FPN_Weights", True)  # read with weights_only first
     head = detector.net.head.classification_head
     assert head.cls_logits.out_channels == 3 and head.num_classes == 3

@@ -141,8 +141,12 @@ def test_bad_targets_and_arguments_are_named():
         small(detector="ssdlite", backbone="mobilenet_v3_large")
     with pytest.raises(InputError, match="detector must be one of fcos, retinanet, faster_rcnn, ssdlite"):
         small(detector="yolo")
-    with pytest.raises(InputError, match="coco_weights: .* built on resnet50"):
-        small(coco_weights=True, fpn_channels=None)
+    with pytest.raises(
+        InputError, match="pretrained: coco is torchvision's fcos_resnet50_fpn, built on resnet50"
+    ):
+        small(pretrained="coco", fpn_channels=None)
+    with pytest.raises(InputError, match="pretrained must be true .*, false or coco"):
+        small(pretrained="imagenet")
     with pytest.raises(InputError, match="fpn_channels must be a multiple of 32 from 64 up"):
         small(fpn_channels=32)
     with pytest.raises(InputError, match="nms_iou"):
@@ -176,9 +180,9 @@ def test_coco_and_imagenet_downloads_fail_offline_in_one_sentence(monkeypatch):
     monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
     with pytest.raises(
         DownloadError,
-        match="COCO detector 'fcos_resnet50_fpn'.*without internet access set coco_weights: false",
+        match="COCO detector 'fcos_resnet50_fpn'.*without internet access set pretrained: false",
     ):
-        small(backbone="resnet50", coco_weights=True, fpn_channels=None)
+        small(backbone="resnet50", pretrained="coco", fpn_channels=None)
     with pytest.raises(DownloadError, match="mobilenet_v3_large.*without internet access"):
         small(detector="ssdlite", backbone="mobilenet_v3_large", pretrained=True, fpn_channels=None)
 

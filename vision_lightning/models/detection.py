@@ -122,8 +122,7 @@ def _coco_detector(detector: str, num_classes: int) -> nn.Module:
     except Exception as error:  # noqa: BLE001
         raise DownloadError(
             f"could not download torchvision's COCO detector {model_name!r} ({type(error).__name__}: {error}); "
-            "without internet access set coco_weights: false (and pretrained: false, or weights: a local "
-            "backbone file)"
+            "without internet access set pretrained: false, or weights: a local backbone file"
         ) from None
     if detector in ("fcos", "retinanet"):
         head = model.head.classification_head
@@ -237,43 +236,47 @@ def create_detector(
     name: DetectorName = "fcos",
     backbone: str = "resnet18",
     num_classes: int = 1,
-    pretrained: bool = False,
+    pretrained: bool | Literal["coco"] = False,
     weights: str | None = None,
-    coco_weights: bool = False,
     options: DetectorOptions | dict | None = None,
     fpn_channels: int | None = None,
 ) -> DetectorNet:
     """A detector for `num_classes` classes (ids 0..K-1).
 
-    `pretrained` downloads the backbone's ImageNet weights; `weights` loads a local file into the
-    backbone (a classifier's, or a checkpoint of this project: its `backbone.` part); `coco_weights`
-    starts from torchvision's whole COCO-trained detector (backbone resnet50, or mobilenet_v3_large for
-    ssdlite) with a new classification layer for the data's classes. `fpn_channels` (default 256,
-    torchvision's) is the width of the feature pyramid and the heads: 64 or 128 make a detector
-    several times cheaper on a CPU (a multiple of 32 from 64 up, for FCOS's GroupNorm)."""
+    `pretrained: true` downloads the backbone's ImageNet weights; `pretrained: coco` starts from
+    torchvision's whole COCO-trained detector (backbone resnet50, or mobilenet_v3_large for ssdlite)
+    with a new classification layer for the data's classes. `weights` loads a local file into the
+    backbone (a classifier's, or a checkpoint of this project: its `backbone.` part). `fpn_channels`
+    (default 256, torchvision's) is the width of the feature pyramid and the heads: 64 or 128 make a
+    detector several times cheaper on a CPU (a multiple of 32 from 64 up, for FCOS's GroupNorm)."""
     if name not in DETECTORS:
         raise InputError(f"detector must be one of {', '.join(DETECTORS)}, got {name!r}")
+    if pretrained not in (True, False, "coco"):
+        raise InputError(
+            f"pretrained must be true (ImageNet backbone), false or coco (COCO detector), got {pretrained!r}"
+        )
+    coco = pretrained == "coco"
     if fpn_channels is not None:
-        if name == "ssdlite" or coco_weights:
-            what = "ssdlite has no feature pyramid" if name == "ssdlite" else "coco_weights fix it at 256"
+        if name == "ssdlite" or coco:
+            what = "ssdlite has no feature pyramid" if name == "ssdlite" else "COCO detectors have 256"
             raise InputError(f"fpn_channels: {what}; leave it out")
         # FCOS's GroupNorm has 32 groups: with 32 channels a 1x1 top level of one image has one value per group
         if not (isinstance(fpn_channels, int) and fpn_channels >= 64 and fpn_channels % 32 == 0):
             raise InputError(f"fpn_channels must be a multiple of 32 from 64 up, got {fpn_channels!r}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if coco_weights:
+    if coco:
         model_name, needed = COCO_MODELS[name]
         if backbone.removeprefix("torchvision:") != needed:
             raise InputError(
-                f"coco_weights: torchvision's COCO {name} ({model_name}) is built on {needed}, got backbone "
-                f"{backbone!r}: set backbone: {needed}, or coco_weights: false"
+                f"pretrained: coco is torchvision's {model_name}, built on {needed}, but the backbone is "
+                f"{backbone!r}: set backbone: {needed}, or pretrained: true (ImageNet backbone weights)"
             )
-        if pretrained or weights:
-            raise InputError("coco_weights gives every weight: leave out pretrained and weights")
+        if weights:
+            raise InputError("pretrained: coco gives every weight: leave out weights")
         net = _coco_detector(name, num_classes)
     else:
-        net = _build(name, backbone, num_classes, pretrained, weights, fpn_channels or 256)
+        net = _build(name, backbone, num_classes, bool(pretrained), weights, fpn_channels or 256)
     return DetectorNet(net, name, num_classes, detector_options(options))
 
 

@@ -18,7 +18,7 @@ monitored metric is `val/map_50` (higher is better: ModelCheckpoint `mode: max`,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -56,10 +56,11 @@ class DetectionModule(BaseTask):
             `timm:efficientnet_b0`, ...) made into a feature pyramid.
         num_classes / class_names: linked from the data module by the CLI (classes 0..K-1, no
             background class: detectors that need one add it inside).
-        pretrained / weights: ImageNet backbone weights by download, or a local file for the backbone
-            (a classifier's weights, or a checkpoint of this project: its `backbone.` part).
-        coco_weights: start from torchvision's COCO-trained detector (backbone resnet50; ssdlite:
-            mobilenet_v3_large) with a new classification layer for the data's classes.
+        pretrained: `true` downloads the backbone's ImageNet weights; `coco` starts from
+            torchvision's COCO-trained detector (backbone resnet50; ssdlite: mobilenet_v3_large) with
+            a new classification layer for the data's classes.
+        weights: a local file for the backbone (a classifier's weights, or a checkpoint of this
+            project: its `backbone.` part).
         inference: `{score_threshold, nms_iou, max_detections}` (`DetectorOptions`): the detections
             kept in validation, test and predict (a low threshold, 0.05, for mAP).
         fpn_channels: width of the feature pyramid and heads (default 256, torchvision's; 64 or 128
@@ -80,9 +81,8 @@ class DetectionModule(BaseTask):
         backbone: str = "resnet18",
         num_classes: int = 1,
         class_names: list[str] | None = None,
-        pretrained: bool = False,
+        pretrained: bool | Literal["coco"] = False,
         weights: str | None = None,
-        coco_weights: bool = False,
         inference: DetectorOptions | dict | None = None,
         fpn_channels: int | None = None,
         log_images: int = 4,
@@ -110,7 +110,7 @@ class DetectionModule(BaseTask):
     def configure_models(self) -> None:
         hp = self.hparams
         detector = create_detector(
-            hp.detector, hp.backbone, hp.num_classes, hp.pretrained, hp.weights, hp.coco_weights,
+            hp.detector, hp.backbone, hp.num_classes, hp.pretrained, hp.weights,
             self.inference_options, hp.fpn_channels,
         )  # fmt: skip
         self.__dict__["detector"] = detector  # outside the module tree: its parts are registered below
