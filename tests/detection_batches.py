@@ -108,11 +108,15 @@ class RectangleData(pl.LightningDataModule):
         return {"image_size": self.image_size, "resize": self.resize, "mean": MEAN, "std": STD}
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(Rectangles(self.train_count, self.image_size), self.batch_size, collate_fn=collate)
+        return DataLoader(
+            Rectangles(self.train_count, self.image_size), batch_size=self.batch_size, collate_fn=collate
+        )
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(
-            Rectangles(self.val_count, self.image_size, seed=100), self.batch_size, collate_fn=collate
+            Rectangles(self.val_count, self.image_size, seed=100),
+            batch_size=self.batch_size,
+            collate_fn=collate,
         )
 
     def test_dataloader(self) -> DataLoader:
@@ -120,4 +124,4 @@ class RectangleData(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         dataset = Rectangles(self.val_count, self.image_size, seed=100, predict=True)
-        return DataLoader(dataset, self.batch_size, collate_fn=collate)
+        return DataLoader(dataset, batch_size=self.batch_size, collate_fn=collate)
