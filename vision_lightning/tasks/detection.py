@@ -168,7 +168,13 @@ class DetectionModule(BaseTask):
 
     def export_network(self) -> nn.Module:
         """The detector for export: normalised images (N, 3, S, S) -> boxes (N, D, 4) in input pixels,
-        scores (N, D), labels (N, D), padded to D = max_detections with score 0 and label -1."""
+        scores (N, D), labels (N, D), padded to D = max_detections with score 0 and label -1.
+
+        ONNX: torch.onnx.export(..., dynamo=False) (opset 17) works for FCOS, RetinaNet, Faster R-CNN
+        and SSDlite, at a fixed batch size and image size: torchvision's postprocessing loops over the
+        images in Python and its anchors and grids come from the traced size, so another batch or
+        size fails or gives wrong boxes in ONNX Runtime. The dynamo exporter (torch.export) fails on
+        the data-dependent branches of torchvision's NMS."""
         return ExportedDetector(self.detector, self.inference_options.max_detections).eval()
 
     # ---------------------------------------------------------------- batches
