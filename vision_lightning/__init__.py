@@ -29,6 +29,7 @@ from vision_lightning.data import (
 from vision_lightning.losses import FeatureLoss, FeatureNetwork, StyleLoss
 from vision_lightning.models import (
     create_backbone,
+    create_detector,
     create_segmentation_model,
     create_style_model,
     create_superres_model,
@@ -37,6 +38,7 @@ from vision_lightning.optim import OneCycleLR, WarmupCosineLR, parameter_groups
 from vision_lightning.tasks import (
     BaseTask,
     ClassifierModule,
+    DetectionModule,
     FeatureExtractModule,
     KNNClassifierModule,
     SegmentationModule,
@@ -53,6 +55,7 @@ __all__ = [
     "BatchMixing",
     "CheckpointError",
     "ClassifierModule",
+    "DetectionModule",
     "EmbeddingDataModule",
     "DownloadError",
     "FeatureExtractModule",
@@ -82,6 +85,7 @@ __all__ = [
     "SyntheticTextures",
     "VisionDataModule",
     "create_backbone",
+    "create_detector",
     "create_segmentation_model",
     "create_style_model",
     "create_superres_model",

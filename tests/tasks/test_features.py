@@ -161,7 +161,7 @@ def test_checkpoint_errors_name_the_file(tmp_path: Path):
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"k": 20}}, other)
     with pytest.raises(
-        InputError, match=r"other\.ckpt is neither a ClassifierModule nor a SegmentationModule"
+        InputError, match=r"other\.ckpt is not a ClassifierModule, SegmentationModule or DetectionModule"
     ):
         load_task_checkpoint(other)
     with pytest.raises(InputError, match="leave out pretrained, weights"):

@@ -175,7 +175,10 @@ class ProgressiveResizing(pl.Callback):
         so fitting the same data module again does not take a stage's size for the configured one)."""
         if self._base is not None and self._base[0]() is dm:
             return self._base[1]
-        base = _Base(int(dm.image_size), int(dm.batch_size), getattr(dm, "resize", None))
+        # `resize` scales with image_size when it is a size; detection's `resize: letterbox` is a mode
+        resize = getattr(dm, "resize", None)
+        resize = resize if isinstance(resize, int) and not isinstance(resize, bool) else None
+        base = _Base(int(dm.image_size), int(dm.batch_size), resize)
         self._base = (weakref.ref(dm), base)
         return base
 

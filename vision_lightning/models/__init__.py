@@ -1,4 +1,10 @@
-from vision_lightning.models.factory import available_backbones, backbone_data_config, create_backbone
+from vision_lightning.models.detection import DetectorOptions, create_detector
+from vision_lightning.models.factory import (
+    available_backbones,
+    backbone_data_config,
+    create_backbone,
+    create_feature_pyramid,
+)
 from vision_lightning.models.heads import build_head
 from vision_lightning.models.segmentation import (
     available_architectures,
@@ -12,6 +18,7 @@ from vision_lightning.models.tiling import tiled_forward
 from vision_lightning.models.unet import PaperUNet, UNet
 
 __all__ = [
+    "DetectorOptions",
     "PaperUNet",
     "UNet",
     "available_architectures",
@@ -19,6 +26,8 @@ __all__ = [
     "backbone_data_config",
     "build_head",
     "create_backbone",
+    "create_detector",
+    "create_feature_pyramid",
     "create_segmentation_model",
     "create_style_model",
     "create_superres_model",

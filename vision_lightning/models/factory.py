@@ -215,3 +215,164 @@ def create_backbone(
         ignore = tuple(f"{a}." for a in CLASSIFIER_ATTRIBUTES) if source != "classic" else ()
         load_weights(backbone, weights, strict=True, prefix="backbone.", ignore=ignore)
     return backbone, num_features
+
+
+# ---------------------------------------------------------------- feature pyramids (detection)
+PyramidTop = Literal["p6p7", "pool", "none"]
+
+
+class StageOutputs(nn.Module):
+    """The children of a torchvision classifier up to its last wanted stage, run in order, giving
+    the wanted stages' maps as a list (shallow first). Child names are the classifier's, so its
+    state dict (less the classifier) loads as it is."""
+
+    def __init__(self, model: nn.Module, stages: list[str]) -> None:
+        super().__init__()
+        self.stages = list(stages)
+        for name, child in model.named_children():
+            self.add_module(name, child)
+            if name == self.stages[-1]:
+                break
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        for name, child in self.named_children():
+            x = child(x)
+            if name in self.stages:
+                outputs.append(x)
+        return outputs
+
+
+class SequentialOutputs(nn.Module):
+    """A torchvision classifier's `features` Sequential (MobileNet, EfficientNet, VGG, ConvNeXt)
+    cut after its last wanted block, giving the wanted blocks' maps as a list (shallow first)."""
+
+    def __init__(self, features: nn.Sequential, indices: list[int]) -> None:
+        super().__init__()
+        self.indices = list(indices)
+        self.features = features[: self.indices[-1] + 1]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        for index, block in enumerate(self.features):
+            x = block(x)
+            if index in self.indices:
+                outputs.append(x)
+        return outputs
+
+
+class FeaturePyramid(nn.Module):
+    """`body` (maps at strides 8-32, or 4-32) + torchvision's `FeaturePyramidNetwork` with the top
+    level a detector expects (`p6p7`: FCOS / RetinaNet; `pool`: Faster R-CNN). `forward` gives an
+    OrderedDict of `out_channels`-channel maps, as torchvision's detectors take."""
+
+    def __init__(self, body: nn.Module, in_channels: list[int], out_channels: int, top: PyramidTop) -> None:
+        super().__init__()
+        from torchvision.ops import feature_pyramid_network as fpn
+
+        extra = {
+            "p6p7": lambda: fpn.LastLevelP6P7(out_channels, out_channels),
+            "pool": fpn.LastLevelMaxPool,
+            "none": lambda: None,
+        }[top]()
+        self.body = body
+        self.fpn = fpn.FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=extra)
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor):
+        from collections import OrderedDict
+
+        maps = self.body(x)
+        return self.fpn(OrderedDict((str(i), m) for i, m in enumerate(maps)))
+
+
+def _probe_channels_and_strides(body: nn.Module, in_channels: int) -> tuple[list[int], list[int]]:
+    was_training = body.training
+    body.eval()
+    with torch.no_grad():
+        maps = body(torch.zeros(1, in_channels, 64, 64))
+    body.train(was_training)
+    return [m.shape[1] for m in maps], [64 // m.shape[-1] for m in maps]
+
+
+def _torchvision_body(model: nn.Module, name: str, strides: tuple[int, ...]) -> nn.Module:
+    if all(hasattr(model, f"layer{i}") for i in range(1, 5)):  # ResNet, ResNeXt, Wide ResNet
+        stage = {4: "layer1", 8: "layer2", 16: "layer3", 32: "layer4"}
+        return StageOutputs(model, [stage[s] for s in strides])
+    features = getattr(model, "features", None)
+    if isinstance(features, nn.Sequential):
+        # the last block at each stride, found by running a small image through the blocks
+        with torch.no_grad():
+            x, last = torch.zeros(1, 3, 64, 64), {}
+            features.eval()
+            for index, block in enumerate(features):
+                x = block(x)
+                last[64 // x.shape[-1]] = index
+            features.train()
+        if all(s in last for s in strides):
+            return SequentialOutputs(features, [last[s] for s in strides])
+    raise InputError(
+        f"backbone {name!r}: no feature pyramid for this torchvision model (ResNet-style layer1-4 or a "
+        "`features` sequence are supported); use a timm name such as timm:resnet18 or timm:convnext_atto"
+    )
+
+
+def create_feature_pyramid(
+    name: str,
+    pretrained: bool = False,
+    weights: str | None = None,
+    top: PyramidTop = "p6p7",
+    from_stride: int = 8,
+    out_channels: int = 256,
+) -> FeaturePyramid:
+    """A backbone of this factory as a feature pyramid for torchvision's detectors: its maps at
+    strides `from_stride`..32 (8: C3-C5, FCOS / RetinaNet; 4: C2-C5, Faster R-CNN) through an FPN of
+    `out_channels` with the `top` extra level. Weights follow `create_backbone`'s rules: `pretrained`
+    downloads ImageNet weights, `weights` loads a local file (a torchvision / timm classifier file, or
+    a checkpoint of this project, whose `backbone.` part is used) into the body."""
+    source, model_name = resolve_backbone_name(name)
+    if from_stride not in (4, 8):
+        raise InputError(f"from_stride must be 4 or 8, got {from_stride}")
+    strides = tuple(s for s in (4, 8, 16, 32) if s >= from_stride)
+    if source == "classic":
+        raise InputError(
+            f"backbone {name!r} is a classic classifier without a feature pyramid: use e.g. resnet18"
+        )
+    if source == "timm":
+        try:
+            body = _timm().create_model(
+                model_name,
+                pretrained=pretrained,
+                features_only=True,
+                out_indices=tuple(range(-len(strides), 0)),
+            )
+        except Exception as error:  # noqa: BLE001
+            if pretrained:
+                raise _download_error(name, error) from None
+            raise InputError(
+                f"backbone {name!r} cannot give feature maps (timm features_only): {error}"
+            ) from None
+        if tuple(body.feature_info.reduction()) != strides:
+            raise InputError(
+                f"backbone {name!r}: its last feature maps have strides {body.feature_info.reduction()}, "
+                f"a feature pyramid needs {list(strides)}"
+            )
+        channels = list(body.feature_info.channels())
+    else:
+        try:
+            model = (
+                pretrained_torchvision(model_name) if pretrained else torchvision.models.get_model(model_name)
+            )
+        except Exception as error:  # noqa: BLE001
+            if pretrained:
+                raise _download_error(name, error) from None
+            raise
+        body = _torchvision_body(model, name, strides)
+        channels, found = _probe_channels_and_strides(body, 3)
+        if tuple(found) != strides:
+            raise InputError(f"backbone {name!r}: feature maps at strides {found}, expected {list(strides)}")
+    if weights:
+        # A classifier file also holds layers after the last stage the body keeps (its head, last
+        # blocks): those are dropped with a note; every tensor of the body must be in the file.
+        load_weights(body, weights, strict=True, prefix="backbone.", ignore=("",))
+    return FeaturePyramid(body, channels, out_channels, top)

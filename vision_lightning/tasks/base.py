@@ -34,6 +34,7 @@ Batches (one contract, also in the README):
 | super-resolution | `{"lr": (N,3,h,w), "hr": (N,3,sh,sw)}` in [0, 1] | `{"lr"}`, optional `"path"` |
 | style transfer | `{"image": (N,3,H,W)}` in [0, 1] | `{"image"}`, optional `"path"` |
 | features | `{"image", "label"?}` | `{"image"}`, optional `"path"`, `"label"` |
+| detection | `{"image": (N,3,S,S), "boxes": [(k,4) xyxy input pixels], "labels": [(k,) ids 0..K-1], "path", "size": (N,2) original H, W, "scale": (N,4) sx, sy, pad_x, pad_y}` | the same without `"boxes"`, `"labels"` |
 
 Without `"path"`, outputs are named by index (`image_000012`); without `"size"`, masks keep the
 input size.

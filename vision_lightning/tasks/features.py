@@ -70,9 +70,11 @@ class FeatureExtractModule(Accelerated, PlainHyperparameters, pl.LightningModule
             ready `nn.Module` (not saved as a hyperparameter: pass it again to `load_from_checkpoint`).
         pretrained / weights: ImageNet weights by download, or a local state dict loaded with the
             factory's loader (a torchvision/timm file, or a checkpoint's `backbone.` part).
-        checkpoint: a ClassifierModule or SegmentationModule checkpoint trained here; its backbone
-            (the smp encoder for segmentation) is used, and `backbone`, `in_channels` and `cut`
-            are not (they come from the checkpoint).
+        checkpoint: a ClassifierModule, SegmentationModule or DetectionModule checkpoint trained
+            here; its backbone (the smp encoder for segmentation, the body under the feature pyramid
+            for detection, whose `output` is its deepest map) is used, and `backbone`, `in_channels`
+            and `cut` are not (they come from the checkpoint). A detection checkpoint also loads as
+            `weights` into a backbone of the same name (its `backbone.` part).
         in_channels / cut: as for ClassifierModule (`cut: classifier` makes VGG16 give 25,088 values).
         layers: `output` (the backbone's own pooled output) and/or `named_modules()` names of the
             backbone (`layer3`, `features.22`), captured in one forward pass.

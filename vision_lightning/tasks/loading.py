@@ -1,8 +1,8 @@
 """Load a task checkpoint trained here without knowing which task wrote it.
 
-FeatureExtractModule reuses the backbone of a ClassifierModule or the encoder of a
-SegmentationModule; the checkpoint's hyperparameters say which: a segmentation task has an
-`encoder` argument, a classifier a `backbone`.
+FeatureExtractModule reuses the backbone of a ClassifierModule, the encoder of a
+SegmentationModule or the body of a DetectionModule; the checkpoint's hyperparameters say which: a
+detection task has a `detector` argument, a segmentation task an `encoder`, a classifier a `backbone`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 
 from vision_lightning.tasks.base import BaseTask
 from vision_lightning.tasks.classification import ClassifierModule
+from vision_lightning.tasks.detection import DetectionModule
 from vision_lightning.tasks.segmentation import SegmentationModule
 from vision_lightning.utils.checkpoints import read_checkpoint
 from vision_lightning.utils.errors import InputError
@@ -24,7 +25,10 @@ from vision_lightning.utils.weights import check_compatible, match_keys
 
 
 def task_class_of(hyper_parameters: Mapping) -> type[BaseTask] | None:
-    """SegmentationModule for hyperparameters with `encoder`, ClassifierModule for `backbone`."""
+    """DetectionModule for hyperparameters with `detector`, SegmentationModule for `encoder`,
+    ClassifierModule for `backbone`."""
+    if "detector" in hyper_parameters:
+        return DetectionModule
     if "encoder" in hyper_parameters:
         return SegmentationModule
     if "backbone" in hyper_parameters:
@@ -33,7 +37,7 @@ def task_class_of(hyper_parameters: Mapping) -> type[BaseTask] | None:
 
 
 def load_task_checkpoint(path: str | Path) -> BaseTask:
-    """The ClassifierModule or SegmentationModule saved in `path`, on the CPU, without downloading
+    """The ClassifierModule, SegmentationModule or DetectionModule saved in `path`, on the CPU, without downloading
     or re-reading the weights it was first initialised from (the checkpoint holds every weight)."""
     path = Path(path)
     data = read_checkpoint(path)
@@ -41,8 +45,8 @@ def load_task_checkpoint(path: str | Path) -> BaseTask:
     task = task_class_of(hyper_parameters) if isinstance(hyper_parameters, Mapping) else None
     if task is None:
         raise InputError(
-            f"checkpoint {path} is neither a ClassifierModule nor a SegmentationModule checkpoint "
-            "(its hyperparameters name no backbone or encoder)"
+            f"checkpoint {path} is not a ClassifierModule, SegmentationModule or DetectionModule checkpoint "
+            "(its hyperparameters name no backbone, encoder or detector)"
         )
     parameters = inspect.signature(task.__init__).parameters
     arguments = {k: v for k, v in hyper_parameters.items() if k in parameters and not k.startswith("_")}

@@ -229,3 +229,24 @@ def line_plot_image(
         rotated = label.rotate(90, expand=True)
         canvas.paste(rotated, (2, int((top + height - bottom - rotated.height) / 2)))
     return np.asarray(canvas)
+
+
+def draw_boxes(
+    image: np.ndarray,
+    boxes: torch.Tensor,
+    captions: Sequence[str] | None = None,
+    colour: tuple[int, int, int] = GREEN,
+    width: int = 1,
+) -> np.ndarray:
+    """HWC uint8 `image` with xyxy `boxes` (pixels) drawn by torchvision's `draw_bounding_boxes`,
+    each with its caption (class name and score)."""
+    from torchvision.utils import draw_bounding_boxes
+
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    if len(boxes) == 0:
+        return np.ascontiguousarray(image)
+    drawn = draw_bounding_boxes(
+        tensor, boxes.detach().float().cpu(), labels=list(captions) if captions else None,
+        colors=[colour] * len(boxes), width=width,
+    )  # fmt: skip
+    return drawn.permute(1, 2, 0).numpy()
