@@ -47,6 +47,8 @@ from vision_lightning.utils.checkpoints import check_task_class, read_checkpoint
 from vision_lightning.utils.errors import InputError, MissingInputError
 from vision_lightning.utils.paths import check_output_folder
 
+DEFAULT_MONITOR = "val/loss"
+DEFAULT_CHECKPOINT_NAME = "epoch{epoch:03d}-val_loss{val/loss:.4f}"
 DATA_TO_MODEL_LINKS = {
     "num_classes": "num_classes",
     "class_names": "class_names",
@@ -203,10 +205,10 @@ class VisionCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
-                "checkpoint.monitor": "val/loss",
+                "checkpoint.monitor": DEFAULT_MONITOR,
                 "checkpoint.mode": "min",
                 "checkpoint.save_last": True,
-                "checkpoint.filename": "epoch{epoch:03d}-val_loss{val/loss:.4f}",
+                "checkpoint.filename": DEFAULT_CHECKPOINT_NAME,
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
@@ -231,6 +233,7 @@ class VisionCLI(LightningCLI):
             self._no_weights_before_checkpoint(config, predicting=self.subcommand == "predict")
         self._check_output_folders(config)
         self._given_classes = _model_classes_given(config)
+        _checkpoint_follows_the_task(config)
 
     def instantiate_classes(self) -> None:
         """Lightning's; then a `num_classes` / `class_names` given to the model itself that the data
@@ -302,28 +305,55 @@ class VisionCLI(LightningCLI):
                 init_args[key] = value
 
 
-def _model_classes_given(config: Any) -> dict[str, Any]:
-    """`num_classes` / `class_names` set on the model to other than its own defaults (the CLI replaces
-    them with the data's: `DATA_TO_MODEL_LINKS`)."""
+def _model_class(config: Any) -> type | None:
+    """The model class the config names (`model.class_path`), or None."""
     import importlib
-    import inspect
 
     model = config.get("model") if hasattr(config, "get") else None
     init_args = model.get("init_args") if model is not None and hasattr(model, "get") else None
     class_path = model.get("class_path") if init_args is not None else None
     if not isinstance(class_path, str) or "." not in class_path:
-        return {}
+        return None
     module, name = class_path.rsplit(".", 1)
     try:
-        parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters
-    except (ImportError, AttributeError, TypeError, ValueError):
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _model_classes_given(config: Any) -> dict[str, Any]:
+    """`num_classes` / `class_names` set on the model to other than its own defaults (the CLI replaces
+    them with the data's: `DATA_TO_MODEL_LINKS`)."""
+    import inspect
+
+    model_class = _model_class(config)
+    if model_class is None:
         return {}
+    try:
+        parameters = inspect.signature(model_class).parameters
+    except (TypeError, ValueError):
+        return {}
+    init_args = config.model.init_args
     given = {}
     for key in ("num_classes", "class_names"):
         value = init_args.get(key)
         if key in parameters and value is not None and value != parameters[key].default:
             given[key] = list(value) if key == "class_names" else value
     return given
+
+
+def _checkpoint_follows_the_task(config: Any) -> None:
+    """The checkpoint's defaults (best by `val/loss`, lowest first) follow a task that monitors
+    another metric (DetectionModule: `val/map_50`, highest first), unless the config sets them."""
+    model_class = _model_class(config)
+    checkpoint = config.get("checkpoint") if hasattr(config, "get") else None
+    monitor = getattr(model_class, "monitor", DEFAULT_MONITOR)
+    if checkpoint is None or monitor == DEFAULT_MONITOR or checkpoint.get("monitor") != DEFAULT_MONITOR:
+        return
+    checkpoint.monitor = monitor
+    checkpoint.mode = getattr(model_class, "monitor_mode", "min")
+    if checkpoint.get("filename") == DEFAULT_CHECKPOINT_NAME:
+        checkpoint.filename = "epoch{epoch:03d}-" + monitor.replace("/", "_") + "{" + monitor + ":.4f}"
 
 
 def _input_error(error: BaseException | None) -> Exception | None:

@@ -98,6 +98,8 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
     head: nn.Module
     #: the metric that checkpointing, plateau schedules and TensorBoard's HParams follow
     monitor: str = "val/loss"
+    #: whether `monitor` is better lower (`min`) or higher (`max`); the CLI's checkpoint follows both
+    monitor_mode: Literal["min", "max"] = "min"
     #: The backbone's learning rates as fractions of the optimizer's, one per group of consecutive
     #: layers, first layers first; the head trains at the optimizer's rate. `BackboneFreezeUnfreeze`
     #: sets them in `setup`, which Lightning calls before `configure_optimizers`.

@@ -76,6 +76,7 @@ class DetectionModule(BaseTask):
     """
 
     monitor = "val/map_50"
+    monitor_mode = "max"
 
     def __init__(
         self,
