@@ -26,6 +26,7 @@ from vision_lightning.data import (
     SegmentationDataModule,
     VisionDataModule,
 )
+from vision_lightning.data.detection_synthetic import write_yolo_dataset
 from vision_lightning.data.streaming_convert import convert
 from vision_lightning.data.synthetic import ShapeImages, write_image_folder
 from vision_lightning.data.textures import SyntheticTextures
@@ -225,6 +226,22 @@ def _embedding_data(data: dict, tmp_path: Path) -> list[str]:
     return ["--data.init_args.root", tmp_path / "cache"]
 
 
+def _detection_data(data: dict, tmp_path: Path) -> list[str]:
+    """Synthetic boxes written in the layout of the config's YOLO source (its data.yaml, or the
+    folder of images/ and labels/), at a small input size for a quick step."""
+    kind, source = _nested_source(data)
+    args = ["--data.init_args.image_size", "64"]
+    if kind == "YoloFolders":
+        yaml_path = write_yolo_dataset(tmp_path / "yolo", samples=6, num_classes=7, image_size=64)
+        root = yaml_path if str(source.get("root", "")).endswith((".yaml", ".yml")) else yaml_path.parent
+        args += [SOURCE + "root", root]
+    elif kind != "SyntheticBoxes":
+        raise AssertionError(
+            f"config smoke test does not know detection source {kind!r}: teach _detection_data"
+        )
+    return args
+
+
 def _largest_stage(spec: dict) -> int:
     """The largest image_size a ProgressiveResizing callback of the config grows to (0: none)."""
     callbacks = (spec.get("trainer") or {}).get("callbacks") or []
@@ -245,6 +262,8 @@ def redirect_data(
         return _classification_data(data, tmp_path, monkeypatch)
     if kind == "SegmentationDataModule":
         return _segmentation_data(data, tmp_path) + ["--data.init_args.cache_images", "false"]
+    if kind == "DetectionDataModule":
+        return _detection_data(data, tmp_path)
     raise AssertionError(f"config smoke test does not know data module {kind!r}: teach redirect_data")
 
 
@@ -269,6 +288,7 @@ BF16_CASES = {
     "classification": ("quickstart/classification.yaml", []),
     "superres": ("quickstart/superres.yaml", []),
     "style": ("quickstart/style.yaml", []),
+    "detection": ("quickstart/detection.yaml", []),
     "features": ("features/cats_dogs_vgg16_extract.yaml", []),
     **{
         f"segmentation-{loss}": (
@@ -320,6 +340,8 @@ def _smoke_run(
         args += ["--model.init_args.weights", "null"]  # an earlier stage's output: not there in tests
         if model.get("new_layers_first"):  # which layers are new comes from those weights
             args += ["--model.init_args.new_layers_first", "0"]
+    if model.get("coco_weights"):
+        args += ["--model.init_args.coco_weights", "false"]  # torchvision's COCO detector download
     if model.get("feature_pretrained"):
         args += ["--model.init_args.feature_pretrained", "false"]  # the loss network's download
     if subcommand == "predict":
