@@ -20,6 +20,7 @@ from vision_lightning.data import (
     SyntheticTextures,
     VisionDataModule,
 )
+from vision_lightning.export import export_task
 from vision_lightning.losses import FeatureLoss, FeatureNetwork, StyleLoss
 from vision_lightning.models import (
     create_backbone,
@@ -79,4 +80,5 @@ __all__ = [
     "create_segmentation_model",
     "create_style_model",
     "create_superres_model",
+    "export_task",
 ]

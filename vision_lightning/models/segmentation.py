@@ -211,4 +211,5 @@ def padded_forward(model: nn.Module, images: Tensor) -> Tensor:
     pad_h, pad_w = -height % stride, -width % stride
     top, left = pad_h // 2, pad_w // 2
     logits = model(F.pad(images, (left, pad_w - left, top, pad_h - top), mode="reflect"))
-    return logits[..., top : top + height, left : left + width]
+    # narrow, not slicing: its size is `height` itself, which keeps the traced sizes simple
+    return logits.narrow(-2, top, height).narrow(-1, left, width)

@@ -414,7 +414,7 @@ class ClassifierModule(BaseTask):
 
     def export_network(self) -> nn.Module:
         """`ClassifierNetwork`: probabilities and logits of images (see `vision_lightning.export`)."""
-        if isinstance(self.hparams.backbone, str) and self.hparams.backbone == IDENTITY:
+        if self.hparams.get("backbone") == IDENTITY:
             raise InputError(
                 "a ClassifierModule with backbone identity takes cached embeddings, not images: export "
                 "the FeatureExtractModule that computed the embeddings instead"

@@ -50,7 +50,8 @@ class StyleNetwork(nn.Module):
         height, width = images.shape[-2:]
         pad_h, pad_w = -height % 4, -width % 4  # always padded (by 0 where it fits): no branch on the size
         stylised = self.model(F.pad(images, (0, pad_w, 0, pad_h), mode="reflect"))
-        return stylised[..., :height, :width].clamp(0, 1)
+        # narrow, not slicing: its size is `height` itself, which keeps the traced sizes simple
+        return stylised.narrow(-2, 0, height).narrow(-1, 0, width).clamp(0, 1)
 
 
 class StyleTransferModule(NetworkTask):
