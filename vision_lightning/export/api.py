@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from vision_lightning.export.checks import check_input, compare, random_images
 from vision_lightning.export.files import FORMATS, Existing, ExportFiles, check_formats
 from vision_lightning.export.network import DeployedNetwork, as_output_tuple
-from vision_lightning.export.onnx_file import OPSET, check_onnx_installed, onnx_model, run_onnx, save_onnx
+from vision_lightning.export.onnx_file import OPSET, check_onnx_installed, onnx_model, onnx_runner, save_onnx
 from vision_lightning.export.preprocessing import document, input_spec
 from vision_lightning.export.tracing import first_line, trace
 from vision_lightning.tasks.loading import load_task
@@ -70,11 +70,14 @@ def export_task(
     )
     unit_range = spec.mean is None or baked
     with _eval_mode(network):
-        example = random_images((EXAMPLE_BATCH, spec.channels, spec.height, spec.width), unit_range, seed=1)
+        batch = getattr(task, "export_batch_size", None)  # a network that takes one batch size only
+        example = random_images(
+            (batch or EXAMPLE_BATCH, spec.channels, spec.height, spec.width), unit_range, seed=1
+        )
         with torch.no_grad():
             as_output_tuple(network(example), names)  # the network runs, and names each output
         reason = task.export_fixed_size
-        traced = trace(network, example, reason is not None, what)
+        traced = trace(network, example, reason is not None, what, fixed_batch=batch is not None)
         probe = check_input(spec.channels, (spec.height, spec.width), traced.fixed, unit_range)
         if reason is None and None in traced.fixed[2:]:
             try:
@@ -84,10 +87,13 @@ def export_task(
                 reason = (
                     f"the network's code depends on the exact input size (torch.export: {first_line(error)})"
                 )
-                traced = trace(network, example, True, what)
+                traced = trace(network, example, True, what, fixed_batch=batch is not None)
                 probe = check_input(spec.channels, (spec.height, spec.width), traced.fixed, unit_range)
+        probes = [probe]
+        if traced.fixed[0] is None:  # and a single image, the commonest batch of all
+            probes.append(random_images((1, *example.shape[1:]), unit_range, seed=2))
         with torch.no_grad():
-            expected = network(probe)
+            expected = [network(images) for images in probes]
         metadata = document(
             task, spec, baked, INPUT_NAME, traced.fixed, traced.minimum, reason, names, traced.output_shapes,
             {name: FORMATS[name] for name in chosen}, OPSET if "onnx" in chosen else None,
@@ -98,9 +104,9 @@ def export_task(
                 path = files.partial("torch_export")
                 torch.export.save(traced.program, path)
                 if check:
+                    program = torch.export.load(path).module()
                     with torch.no_grad():
-                        outputs = torch.export.load(path).module()(probe)
-                    checks["torch_export"] = compare("torch.export", names, outputs, expected, probe)
+                        checks["torch_export"] = _check("torch.export", program, names, probes, expected)
             if "onnx" in chosen:
                 model = onnx_model(
                     traced.program,
@@ -114,13 +120,24 @@ def export_task(
                 path = files.partial("onnx")
                 save_onnx(model, path)
                 if check:
-                    checks["onnx"] = compare("ONNX", names, run_onnx(path, probe), expected, probe)
+                    checks["onnx"] = _check("ONNX", onnx_runner(path), names, probes, expected)
             text = json.dumps({**metadata, "checks": checks}, indent=2)
             files.partial("preprocessing").write_text(text + "\n")
             return files.commit()
         except BaseException:
             files.discard()
             raise
+
+
+def _check(
+    what: str,
+    run: Callable[[Tensor], Sequence[Any]],
+    names: Sequence[str],
+    probes: list[Tensor],
+    expected: list,
+) -> list[dict[str, Any]]:
+    """`compare` of the outputs of `run` on each probe batch with PyTorch's (`expected`)."""
+    return [compare(what, names, run(images), outputs, images) for images, outputs in zip(probes, expected)]
 
 
 def _cpu_float32(network: nn.Module) -> nn.Module:

@@ -18,11 +18,12 @@ from vision_lightning.utils.errors import InputError
 def check_input(
     channels: int, size: tuple[int, int], fixed: Sequence[int | None], unit_range: bool, seed: int = 0
 ) -> Tensor:
-    """A random float batch unlike the export example: 3 images (or the fixed batch), 8 and 4
-    pixels taller and wider where the sizes are dynamic; in [0, 1], or normal for normalised inputs."""
+    """A random float batch unlike the export example: 3 images (or the fixed batch), 7 and 5
+    pixels taller and wider where the sizes are dynamic (odd: a network that pads to its stride
+    pads); in [0, 1], or normal for normalised inputs."""
     batch = fixed[0] if fixed[0] is not None else 3
-    height = fixed[2] if fixed[2] is not None else size[0] + 8
-    width = fixed[3] if fixed[3] is not None else size[1] + 4
+    height = fixed[2] if fixed[2] is not None else size[0] + 7
+    width = fixed[3] if fixed[3] is not None else size[1] + 5
     return random_images((batch, channels, height, width), unit_range, seed)
 
 

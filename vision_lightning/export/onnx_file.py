@@ -8,7 +8,7 @@ import importlib.util
 import json
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +99,14 @@ def save_onnx(model, path: Path) -> None:
     onnx.save_model(model, str(path))
 
 
-def run_onnx(path: Path, image: Tensor) -> list[np.ndarray]:
-    """The outputs of the ONNX file at `path` for `image`, from ONNX Runtime on the CPU."""
+def onnx_runner(path: Path) -> Callable[[Tensor], list[np.ndarray]]:
+    """A function giving the outputs of the ONNX file at `path` for an image batch, from one ONNX
+    Runtime session on the CPU."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return session.run(None, {name: image.detach().cpu().numpy()})
+    return lambda image: session.run(None, {name: image.detach().cpu().numpy()})
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

@@ -118,6 +118,7 @@ def document(
     class_names = getattr(task, "class_names", None)
     if class_names is not None:
         info["class_names"] = list(class_names)
+    info.update(_plain(getattr(task, "export_info", None) or {}))  # what else a task says about its outputs
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -152,6 +153,8 @@ def document(
 def _resize(pre: Mapping[str, Any], spec: InputSpec) -> str:
     if spec.whole_images:
         return "none: whole images at their own size"
+    if isinstance(pre.get("resize"), str):  # a mode, such as detection's letterbox or stretch
+        return f"{pre['resize']} to {spec.height}x{spec.width}"
     if pre.get("resize"):
         return f"shorter side to {pre['resize']}, then a centre crop of {spec.height}x{spec.width}"
     return f"to {spec.height}x{spec.width}"

@@ -36,11 +36,14 @@ class Traced:
     size_names: dict[str, str]
 
 
-def trace(network: nn.Module, example: Tensor, fixed_size: bool, what: str) -> Traced:
+def trace(
+    network: nn.Module, example: Tensor, fixed_size: bool, what: str, fixed_batch: bool = False
+) -> Traced:
     """`torch.export.export(network, (example,))` with dynamic sizes (see the module docstring);
-    `fixed_size` keeps height and width at the example's. Failures are one sentence naming `what`."""
+    `fixed_size` keeps height and width at the example's, `fixed_batch` the batch size. Failures
+    are one sentence naming `what`."""
     size = Dim.STATIC if fixed_size else Dim.AUTO
-    shapes = ({0: Dim.AUTO, 2: size, 3: size},)
+    shapes = ({0: Dim.STATIC if fixed_batch else Dim.AUTO, 2: size, 3: size},)
     try:
         with fx_config.patch(backed_size_oblivious=True):
             program = torch.export.export(network, (example,), dynamic_shapes=shapes, strict=False)
