@@ -137,17 +137,31 @@ def _check(
     expected: list,
 ) -> list[dict[str, Any]]:
     """`compare` of the outputs of `run` on each probe batch with PyTorch's (`expected`)."""
-    return [compare(what, names, run(images), outputs, images) for images, outputs in zip(probes, expected)]
+    checks = []
+    for images, outputs in zip(probes, expected):
+        try:
+            got = run(images)
+        except Exception as error:  # noqa: BLE001 - a program's guards and ONNX Runtime raise many types
+            raise InputError(
+                f"the {what} export cannot run a batch of {list(images.shape)} ({first_line(error)}): "
+                "it was not written"
+            ) from None
+        checks.append(compare(what, names, got, outputs, images))
+    return checks
 
 
 def _cpu_float32(network: nn.Module) -> nn.Module:
-    """`network`, or a float32 CPU copy of it when it lives elsewhere (the task keeps its own)."""
+    """`network`, or a float32, CPU, contiguous copy of it when it is elsewhere, in another type or
+    in channels-last order (which ties torch.export to batches of 2 or more); the task keeps its own."""
     tensors = [*network.parameters(), *network.buffers()]
     if all(
-        t.device.type == "cpu" and (t.dtype == torch.float32 or not t.is_floating_point()) for t in tensors
+        t.device.type == "cpu"
+        and (t.dtype == torch.float32 or not t.is_floating_point())
+        and t.is_contiguous()
+        for t in tensors
     ):
         return network
-    return copy.deepcopy(network).to("cpu", torch.float32)
+    return copy.deepcopy(network).to("cpu", torch.float32, memory_format=torch.contiguous_format)
 
 
 @contextmanager
