@@ -16,8 +16,8 @@ from vision_lightning.export.checks import check_input, compare, random_images
 from vision_lightning.export.files import FORMATS, Existing, ExportFiles, check_formats
 from vision_lightning.export.network import DeployedNetwork, as_output_tuple
 from vision_lightning.export.onnx_file import OPSET, check_onnx_installed, onnx_model, onnx_runner, save_onnx
-from vision_lightning.export.preprocessing import document, input_spec
-from vision_lightning.export.tracing import first_line, trace
+from vision_lightning.export.preprocessing import InputSpec, document, input_spec
+from vision_lightning.export.tracing import Traced, first_line, trace
 from vision_lightning.tasks.loading import load_task
 from vision_lightning.utils.errors import InputError
 
@@ -74,24 +74,17 @@ def export_task(
         example = random_images(
             (batch or EXAMPLE_BATCH, spec.channels, spec.height, spec.width), unit_range, seed=1
         )
-        with torch.no_grad():
-            as_output_tuple(network(example), names)  # the network runs, and names each output
-        reason = task.export_fixed_size
-        traced = trace(network, example, reason is not None, what, fixed_batch=batch is not None)
-        probe = check_input(spec.channels, (spec.height, spec.width), traced.fixed, unit_range)
-        if reason is None and None in traced.fixed[2:]:
-            try:
-                with torch.no_grad():
-                    traced.program.module()(probe)
-            except Exception as error:  # noqa: BLE001 - the program's guards raise many types
-                reason = (
-                    f"the network's code depends on the exact input size (torch.export: {first_line(error)})"
-                )
-                traced = trace(network, example, True, what, fixed_batch=batch is not None)
-                probe = check_input(spec.channels, (spec.height, spec.width), traced.fixed, unit_range)
-        probes = [probe]
-        if traced.fixed[0] is None:  # and a single image, the commonest batch of all
-            probes.append(random_images((1, *example.shape[1:]), unit_range, seed=2))
+        try:  # the network runs at this size, and names each output
+            with torch.no_grad():
+                as_output_tuple(network(example), names)
+        except InputError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a network raises many types
+            raise InputError(
+                f"{what}'s network cannot run a batch of {list(example.shape)}: {first_line(error)}"
+            ) from None
+        reason = getattr(task, "export_fixed_size", None)
+        traced, reason, probes = _trace(network, example, spec, unit_range, reason, batch is not None, what)
         with torch.no_grad():
             expected = [network(images) for images in probes]
         metadata = document(
@@ -127,6 +120,35 @@ def export_task(
         except BaseException:
             files.discard()
             raise
+
+
+def _trace(
+    network: nn.Module,
+    example: Tensor,
+    spec: InputSpec,
+    unit_range: bool,
+    reason: str | None,
+    fixed_batch: bool,
+    what: str,
+) -> tuple[Traced, str | None, list[Tensor]]:
+    """(torch.export program, why its size is fixed or None, the batches to check it on).
+
+    Height and width stay dynamic unless the task says why not (`reason`), or the program traced
+    with them dynamic cannot run another size (its guards say the code needs the example's)."""
+    traced = trace(network, example, reason is not None, what, fixed_batch)
+    probe = check_input(spec.channels, (spec.height, spec.width), traced.fixed, unit_range)
+    if reason is None and None in traced.fixed[2:]:
+        try:
+            with torch.no_grad():
+                traced.program.module()(probe)
+        except Exception as error:  # noqa: BLE001 - the program's guards raise many types
+            reason = f"the network's code depends on the exact input size (torch.export: {first_line(error)})"
+            traced = trace(network, example, True, what, fixed_batch)
+            probe = check_input(spec.channels, (spec.height, spec.width), traced.fixed, unit_range)
+    probes = [probe]
+    if traced.fixed[0] is None:  # and a single image, the commonest batch of all
+        probes.append(random_images((1, *example.shape[1:]), unit_range, seed=2))
+    return traced, reason, probes
 
 
 def _check(
