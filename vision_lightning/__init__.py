@@ -26,6 +26,7 @@ from vision_lightning.data import (
     VocXml,
     YoloFolders,
 )
+from vision_lightning.export import export_task
 from vision_lightning.losses import FeatureLoss, FeatureNetwork, StyleLoss
 from vision_lightning.models import (
     create_backbone,
@@ -95,4 +96,5 @@ __all__ = [
     "SyntheticBoxes",
     "VocXml",
     "YoloFolders",
+    "export_task",
 ]

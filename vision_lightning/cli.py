@@ -16,6 +16,8 @@
 - `predict_images --ckpt_path FILE --images FOLDER`: predictions from a checkpoint alone;
 - `convert --config FILE --output ROOT`: the config's data as LitData chunks to stream
   (`StreamingClassification`, `StreamingSegmentation`; vision_lightning/data/streaming_convert.py);
+- `export --ckpt_path FILE --output DIR`: the checkpoint's network as ONNX / torch.export files with
+  its preprocessing (vision_lightning/export);
 - `lr_find`: the learning-rate range test on the same model and data (vision_lightning/lr_find.py);
   its arguments come from `VisionTrainer.lr_find`, the Trainer class used for every subcommand;
 - bad input ends with one line (`error: ...`) and exit status 2, not a traceback.
@@ -472,6 +474,53 @@ def convert_command(argv: list[str]) -> None:
     )
 
 
+def export_command(argv: list[str]) -> None:
+    """`export --ckpt_path FILE --output DIR [--format onnx torch_export] [--image_size N [N]]
+    [--bake_normalization] [--existing error|overwrite]`: the checkpoint's network as ONNX and/or
+    torch.export files with preprocessing.json beside them (vision_lightning/export)."""
+    from vision_lightning.export import export_task
+
+    parser = OneLineArgumentParser(
+        prog="python -m vision_lightning export", description=export_command.__doc__
+    )
+    parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by fit")
+    parser.add_argument("--output", required=True, help="the folder the files go to")
+    parser.add_argument(
+        "--format",
+        nargs="+",
+        default=["onnx", "torch_export"],
+        help="onnx and/or torch_export (both by default)",
+    )
+    parser.add_argument(
+        "--image_size", type=int, nargs="+", help="N or H W: the example size (default: the checkpoint's)"
+    )
+    parser.add_argument(
+        "--bake_normalization",
+        action="store_true",
+        help="mean/std inside the network: it takes [0, 1] pixels",
+    )
+    parser.add_argument(
+        "--existing",
+        choices=["error", "overwrite"],
+        default="error",
+        help="replace files already in --output",
+    )
+    options = parser.parse_args(argv)
+    size = options.image_size
+    if size is not None and len(size) > 2:
+        raise InputError(f"export: --image_size takes N or H W, got {len(size)} numbers")
+    paths = export_task(
+        options.ckpt_path,
+        options.output,
+        options.format,
+        None if size is None else (size[0] if len(size) == 1 else tuple(size)),
+        options.bake_normalization,
+        options.existing,
+    )
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+
+
 def main(args: Any = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     try:
@@ -480,6 +529,9 @@ def main(args: Any = None) -> None:
             return
         if argv[:1] == ["convert"]:
             convert_command(argv[1:])
+            return
+        if argv[:1] == ["export"]:
+            export_command(argv[1:])
             return
         VisionCLI(args=args)
     except Exception as error:

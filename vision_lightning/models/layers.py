@@ -10,6 +10,7 @@ import difflib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+import torch
 from torch import Tensor, nn
 
 from vision_lightning.utils.errors import InputError
@@ -60,7 +61,9 @@ def capture_outputs(
             if tensor is None:
                 raise InputError(f"layer {name!r} returns {type(output).__name__}, not a tensor to capture")
             result = transform(tensor) if transform is not None else tensor
-            if result.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr():
+            if torch.compiler.is_compiling() or (  # traced tensors have no storage to compare
+                result.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr()
+            ):
                 result = result.clone()
             captured[name] = result
 

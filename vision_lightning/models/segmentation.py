@@ -195,3 +195,21 @@ def predict_same_size(model: nn.Module, images: Tensor) -> Tensor:
     top, left = pad_h // 2, pad_w // 2
     logits = model(_pad(images, top, pad_h - top, left, pad_w - left))
     return logits[..., top : top + height, left : left + width]
+
+
+def padded_forward(model: nn.Module, images: Tensor) -> Tensor:
+    """`predict_same_size` written without branches on the image size, so that torch.export keeps
+    height and width dynamic: sides are always reflect-padded up to the network's stride (by 0 where
+    they fit) and the logits cropped back. The same logits for sides of at least the stride; the
+    paper U-Net's size arithmetic stays `predict_same_size`'s (export fixes its size)."""
+    if isinstance(model, PaperUNet):
+        return predict_same_size(model, images)
+    stride = getattr(model, "output_stride", None) or getattr(
+        getattr(model, "encoder", None), "output_stride", 1
+    )
+    height, width = images.shape[-2:]
+    pad_h, pad_w = -height % stride, -width % stride
+    top, left = pad_h // 2, pad_w // 2
+    logits = model(F.pad(images, (left, pad_w - left, top, pad_h - top), mode="reflect"))
+    # narrow, not slicing: its size is `height` itself, which keeps the traced sizes simple
+    return logits.narrow(-2, top, height).narrow(-1, left, width)

@@ -14,6 +14,7 @@ Both networks map (N, 3, H, W) in [0, 1] to (N, 3, H, W), unclamped, for H and W
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -33,6 +34,8 @@ class ReflectionPad(nn.Module):
         self.padding = padding
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.compiler.is_exporting():  # no loop over the sizes: export keeps them dynamic
+            return F.pad(x, [self.padding] * 4, mode="reflect")
         left_h = left_w = self.padding
         while left_h or left_w:
             height, width = x.shape[-2:]

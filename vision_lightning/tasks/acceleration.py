@@ -121,4 +121,6 @@ class Accelerated:
 
 
 def _inputs_to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    if torch.compiler.is_exporting():  # a memory order is no part of an exported graph (export/)
+        return args
     return to_channels_last(args)

@@ -598,6 +598,29 @@ class BaseTask(Accelerated, PlainHyperparameters, pl.LightningModule, metaclass=
         """One result per image of a `predict_step` output."""
         raise NotImplementedError(f"{type(self).__name__} does not predict images from Python")
 
+    # ---------------------------------------------------------------- export (vision_lightning/export)
+    #: the names of `export_network`'s outputs, in the order it returns them
+    export_outputs: tuple[str, ...] = ()
+    #: False for networks that take pixels in [0, 1] with no mean/std (super-resolution, style transfer)
+    export_normalized_inputs: bool = True
+
+    @property
+    def export_fixed_size(self) -> str | None:
+        """Why the exported network takes `image_size` inputs only, where torch.export cannot see it
+        (None: the heights and widths torch.export finds the network takes): a backbone whose
+        pretrained config says it takes one size (a timm ViT)."""
+        config = self.data_config or {}
+        if config.get("fixed_input_size"):
+            size = "x".join(map(str, list(config.get("input_size") or [])[-2:]))
+            return f"the backbone takes {size} images only (its pretrained config)"
+        return None
+
+    def export_network(self) -> nn.Module:
+        """The network as deployed (`vision_lightning.export`): a plain module, no task around it,
+        taking one float batch (N, C, H, W) prepared as `preprocessing` says and returning a tensor
+        or a tuple of tensors, named by `export_outputs`."""
+        raise InputError(f"{type(self).__name__} cannot be exported: it defines no export_network")
+
     # ---------------------------------------------------------------- per-step cost
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets `_current_fx_name` around every hook it calls, about 40 times a training

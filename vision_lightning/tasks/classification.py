@@ -70,6 +70,27 @@ def _feature_size(backbone: nn.Module, in_channels: int) -> int:
     return features.shape[1]
 
 
+def class_probabilities(logits: Tensor, label_mode: str) -> Tensor:
+    """(N, num_classes) probabilities of logits; binary gives [1 - p, p] so every mode names every class."""
+    if label_mode == "binary":
+        positive = torch.sigmoid(logits[:, 0])
+        return torch.stack([1 - positive, positive], dim=1)
+    return torch.sigmoid(logits) if label_mode == "multilabel" else logits.softmax(dim=1)
+
+
+class ClassifierNetwork(nn.Module):
+    """The exported classifier: images -> (probabilities (N, num_classes) as `predict` writes them,
+    logits (N, 1) binary, else (N, num_classes))."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, label_mode: str) -> None:
+        super().__init__()
+        self.backbone, self.head, self.label_mode = backbone, head, label_mode
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        logits = self.head(self.backbone(images))
+        return class_probabilities(logits, self.label_mode), logits
+
+
 class ClassifierModule(BaseTask):
     """Image classifier = backbone (by name or module) + head.
 
@@ -232,11 +253,7 @@ class ClassifierModule(BaseTask):
 
     def probabilities(self, logits: Tensor) -> Tensor:
         """(N, num_classes) probabilities; binary gives [1 - p, p] so every mode names every class."""
-        mode = self.hparams.label_mode
-        if mode == "binary":
-            positive = torch.sigmoid(logits[:, 0])
-            return torch.stack([1 - positive, positive], dim=1)
-        return torch.sigmoid(logits) if mode == "multilabel" else logits.softmax(dim=1)
+        return class_probabilities(logits, self.hparams.label_mode)
 
     @in_float32
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -391,6 +408,18 @@ class ClassifierModule(BaseTask):
             matrix = self.val_confusion.compute().cpu().numpy()
             self.val_confusion.reset()
             log_image(self.trainer, "val/confusion_matrix", confusion_matrix_image(matrix, self.class_names))
+
+    # ---------------------------------------------------------------- export
+    export_outputs = ("probabilities", "logits")
+
+    def export_network(self) -> nn.Module:
+        """`ClassifierNetwork`: probabilities and logits of images (see `vision_lightning.export`)."""
+        if self.hparams.get("backbone") == IDENTITY:
+            raise InputError(
+                "a ClassifierModule with backbone identity takes cached embeddings, not images: export "
+                "the FeatureExtractModule that computed the embeddings instead"
+            )
+        return ClassifierNetwork(self.backbone, self.head, self.hparams.label_mode)
 
     # ---------------------------------------------------------------- predict output
     def prediction_sink(self, output_dir: Path, suffix: str = "") -> CsvSink:

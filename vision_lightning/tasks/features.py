@@ -23,7 +23,7 @@ import lightning.pytorch as pl
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vision_lightning.models.factory import Cut, create_backbone
+from vision_lightning.models.factory import Cut, backbone_data_config, create_backbone
 from vision_lightning.models.layers import as_tensor_output, capture_outputs, find_layer
 from vision_lightning.outputs.embeddings import EmbeddingSink
 from vision_lightning.outputs.files import BatchNames
@@ -60,6 +60,40 @@ def pool_features(x: Tensor, pool: Pool = "avg", pool_size: int = 1) -> Tensor:
     if avg is None:
         return top
     return avg if top is None else 0.5 * (avg + top)
+
+
+class EmbeddingNetwork(nn.Module):
+    """A backbone's embeddings: `{layer: (N, D) float32}` of images for each of `layers` (see
+    FeatureExtractModule), captured in one forward pass; what FeatureExtractModule runs and exports."""
+
+    def __init__(
+        self, backbone: nn.Module, layers: Sequence[str], pool: Pool, pool_size: int, normalize: bool
+    ) -> None:
+        super().__init__()
+        self.backbone, self.layers = backbone, list(layers)
+        self.pool, self.pool_size, self.normalize = pool, pool_size, normalize
+
+    def _pool(self, x: Tensor) -> Tensor:
+        return pool_features(x, self.pool, self.pool_size)
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        hooked = [(name, self.backbone.get_submodule(name)) for name in self.layers if name != OUTPUT]
+        with capture_outputs(hooked, self._pool) as captured:
+            output = self.backbone(images)
+        features = {}
+        for name in self.layers:
+            if name == OUTPUT:
+                tensor = as_tensor_output(output)
+                if tensor is None:
+                    raise InputError(f"the backbone returns {type(output).__name__}, not a tensor")
+                vectors = self._pool(tensor)
+            elif name in captured:
+                vectors = captured[name]
+            else:
+                raise InputError(f"layer {name!r} did not run in the backbone's forward pass")
+            vectors = vectors.float()
+            features[name] = F.normalize(vectors, dim=1) if self.normalize else vectors
+        return features
 
 
 class FeatureExtractModule(Accelerated, PlainHyperparameters, pl.LightningModule):
@@ -157,28 +191,37 @@ class FeatureExtractModule(Accelerated, PlainHyperparameters, pl.LightningModule
     def training_step(self, batch: Any, batch_idx: int):
         raise InputError(NOTHING_TO_FIT)
 
-    def _pool(self, x: Tensor) -> Tensor:
-        return pool_features(x, self.hparams.pool, self.hparams.pool_size)
-
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """`{layer: (N, D) float32}` for `images` (N, C, H, W), in the order of `layers`."""
-        hooked = [(name, self.backbone.get_submodule(name)) for name in self.layers if name != OUTPUT]
-        with capture_outputs(hooked, self._pool) as captured:
-            output = self.backbone(images)
-        features = {}
-        for name in self.layers:
-            if name == OUTPUT:
-                tensor = as_tensor_output(output)
-                if tensor is None:
-                    raise InputError(f"the backbone returns {type(output).__name__}, not a tensor")
-                vectors = self._pool(tensor)
-            elif name in captured:
-                vectors = captured[name]
-            else:
-                raise InputError(f"layer {name!r} did not run in the backbone's forward pass")
-            vectors = vectors.float()
-            features[name] = F.normalize(vectors, dim=1) if self.hparams.normalize else vectors
-        return features
+        return self.export_network()(images)
+
+    # ---------------------------------------------------------------- export
+    @property
+    def export_outputs(self) -> tuple[str, ...]:
+        """One output per layer, named as the layer (`output`, `layer3`)."""
+        return tuple(self.layers)
+
+    #: the backbone takes images normalised with mean/std
+    export_normalized_inputs = True
+
+    @property
+    def export_fixed_size(self) -> str | None:
+        """`pool: flatten` gives C * H * W values: another image size would give vectors of another width."""
+        if self.hparams.pool == "flatten":
+            return "pool flatten gives vectors whose width depends on the image size"
+        return None
+
+    @property
+    def data_config(self) -> dict[str, Any] | None:
+        """The backbone's pretrained mean/std and input size (a timm backbone's config), for export."""
+        backbone = self.hparams.get("backbone")
+        named = isinstance(backbone, str) and not self.hparams.get("checkpoint")
+        return backbone_data_config(backbone) if named else None
+
+    def export_network(self) -> nn.Module:
+        """`EmbeddingNetwork`: the embeddings of `layers`, as `forward` gives them."""
+        hp = self.hparams
+        return EmbeddingNetwork(self.backbone, self.layers, hp.pool, hp.pool_size, hp.normalize)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """`{"path", "label" (when the batch has labels), "features": {layer: (N, D) on the CPU}}`;

@@ -29,9 +29,11 @@ from vision_lightning.losses.segmentation import (
 from vision_lightning.metrics.segmentation import SegmentationScores
 from vision_lightning.models.segmentation import (
     create_segmentation_model,
+    padded_forward,
     predict_same_size,
     segmentation_data_config,
 )
+from vision_lightning.models.unet import PaperUNet
 from vision_lightning.outputs.masks import MaskSink, RleOutput, rle_output
 from vision_lightning.tasks.base import NetworkTask
 from vision_lightning.tasks.tta import averaged_logits, flips
@@ -41,6 +43,18 @@ from vision_lightning.utils.transforms import eval_transform
 from vision_lightning.utils.visualize import captioned_grid, mask_overlay, to_uint8_images
 
 SegmentationMode = Literal["binary", "multiclass", "multilabel"]
+
+
+class SegmentationNetwork(nn.Module):
+    """The exported segmentation network: logits (N, 1 binary or num_classes, H, W) of images
+    (N, C, H, W), padded to the network's stride inside (`padded_forward`)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        return padded_forward(self.model, images)
 
 
 class SegmentationModule(NetworkTask):
@@ -165,6 +179,18 @@ class SegmentationModule(NetworkTask):
         horizontal flips, flipped back."""
         activation = "softmax" if self.hparams.mode == "multiclass" else "sigmoid"
         return averaged_logits(self, images, flips(), activation)
+
+    export_outputs = ("logits",)
+
+    @property
+    def export_fixed_size(self) -> str | None:
+        if isinstance(self.model, PaperUNet):
+            return "the paper U-Net takes sides 16 apart, and its overlap-tile padding is computed in Python"
+        return super().export_fixed_size
+
+    def export_network(self) -> nn.Module:
+        """`SegmentationNetwork`: the logits `forward` gives (see `vision_lightning.export`)."""
+        return SegmentationNetwork(self.model)
 
     def predict_classes(self, logits: Tensor) -> Tensor:
         """Class ids (N, H, W) for binary / multiclass, 0/1 planes (N, C, H, W) for multilabel."""

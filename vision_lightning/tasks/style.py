@@ -38,6 +38,22 @@ SEED_CONTENT_LAYERS = {"relu4_3": 1e4}
 SEED_STYLE_LAYERS = {"relu2_2": 0.025, "relu3_3": 0.275, "relu4_3": 5.0, "relu5_3": 0.2}
 
 
+class StyleNetwork(nn.Module):
+    """The exported style network: images (N, 3, H, W) in [0, 1] -> stylised images of their size,
+    clamped to [0, 1] (as `predict` writes them), reflection-padded to a multiple of 4 inside."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        height, width = images.shape[-2:]
+        pad_h, pad_w = -height % 4, -width % 4  # always padded (by 0 where it fits): no branch on the size
+        stylised = self.model(F.pad(images, (0, pad_w, 0, pad_h), mode="reflect"))
+        # narrow, not slicing: its size is `height` itself, which keeps the traced sizes simple
+        return stylised.narrow(-2, 0, height).narrow(-1, 0, width).clamp(0, 1)
+
+
 class StyleTransferModule(NetworkTask):
     """Image transformation network + content / style / total-variation loss.
 
@@ -133,6 +149,13 @@ class StyleTransferModule(NetworkTask):
     def on_fit_start(self) -> None:
         super().on_fit_start()
         warn_if_random_features(self.loss_fn)
+
+    export_outputs = ("stylised",)
+    export_normalized_inputs = False
+
+    def export_network(self) -> nn.Module:
+        """`StyleNetwork`: the stylised image in [0, 1] (see `vision_lightning.export`)."""
+        return StyleNetwork(self.model)
 
     # ---------------------------------------------------------------- steps
     def forward(self, images: Tensor) -> Tensor:

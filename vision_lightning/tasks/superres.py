@@ -44,6 +44,19 @@ log = logging.getLogger(__name__)
 SuperResLoss = Literal["l1", "mse", "charbonnier", "feature"]
 
 
+class SuperResNetwork(nn.Module):
+    """The exported super-resolution network: LR images (N, 3, h, w) in [0, 1] -> SR images
+    (N, 3, h*scale, w*scale) clamped to [0, 1], in one pass (`predict` goes tile by tile, which
+    only saves memory)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, lr: Tensor) -> Tensor:
+        return self.model(lr).clamp(0, 1)
+
+
 class SuperResModule(NetworkTask):
     """Super-resolution network + pixel or feature loss + PSNR/SSIM against bicubic.
 
@@ -163,6 +176,13 @@ class SuperResModule(NetworkTask):
     def forward(self, lr: Tensor) -> Tensor:
         """SR images (N, 3, h*scale, w*scale), unclamped, for LR images (N, 3, h, w) in [0, 1]."""
         return self.model(lr)
+
+    export_outputs = ("upscaled",)
+    export_normalized_inputs = False
+
+    def export_network(self) -> nn.Module:
+        """`SuperResNetwork`: the SR image in [0, 1] (see `vision_lightning.export`)."""
+        return SuperResNetwork(self.model)
 
     def augmented_forward(self, lr: Tensor) -> Tensor:
         """The x8 self-ensemble: the mean of the 8 dihedral copies' SR images, each turned back."""
