@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 QUICKSTART_RUN ?= runs/quickstart
-QUICKSTART_TASKS ?= classification segmentation superres style
+QUICKSTART_TASKS ?= classification segmentation superres style detection
 DATA_ROOT ?= ../shared/data
 
 .PHONY: install quickstart test bench lint clean

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["classification.py", "segmentation.py", "superres.py", "features.py"]
+BENCHMARKS = ["classification.py", "segmentation.py", "superres.py", "features.py", "detection.py"]
 # synthetic images or none: no --data-root
 WITHOUT_DATA = ["finetuning.py", "acceleration.py", "overhead.py", "startup.py", "memory.py", "fast_data.py"]
 

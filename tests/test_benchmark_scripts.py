@@ -197,3 +197,26 @@ def test_segmentation_benchmark_scores_a_recipe_with_and_without_tta(tmp_path: P
     assert "--data.init_args.image_size" in result["extra"]
     for key in ("val_iou_membrane", "val_iou_membrane_tta", "val_dice", "val_dice_tta"):
         assert 0.0 <= result[key] <= 1.0
+
+
+def test_detection_benchmark_scores_the_recipe_and_the_mean_box_baseline(tmp_path: Path):
+    """The Penn-Fudan benchmark on a tiny set in its YOLO layout (flat images/ and labels/, classes.txt):
+    the recipe trains within its budget and is scored on the held-out images next to the baseline."""
+    from benchmarks import detection
+    from vision_lightning.data.detection_synthetic import write_yolo_dataset
+
+    write_yolo_dataset(
+        tmp_path / "pennfudan", samples=10, val_samples=0, num_classes=1, image_size=48, data_yaml=False
+    )
+    for folder in ("images", "labels"):  # flat, as ../shared/data/pennfudan: validation is split off
+        for path in (tmp_path / "pennfudan" / folder / "train").iterdir():
+            path.rename(tmp_path / "pennfudan" / folder / path.name)
+        (tmp_path / "pennfudan" / folder / "train").rmdir()
+    (result,) = detection.main([
+        "--data-root", str(tmp_path), "--budget", "3",
+        "--", "--data.init_args.image_size", "64", "--trainer.max_epochs", "1",
+    ])  # fmt: skip
+    assert result["recipe"] == "pennfudan_fcos" and result["epochs"] >= 1 and result["held_out_images"] == 2
+    for value in (result["val_map_50"], result["val_map"], *result["baseline_mean_box"].values()):
+        assert 0.0 <= value <= 1.0
+    assert result["baseline_mean_box"]["map"] <= result["baseline_mean_box"]["map_50"]
