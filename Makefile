@@ -7,7 +7,7 @@ QUICKSTART_RUN ?= runs/quickstart
 QUICKSTART_TASKS ?= classification segmentation superres style detection
 DATA_ROOT ?= ../shared/data
 
-.PHONY: install quickstart test bench lint clean
+.PHONY: install quickstart test notebooks bench lint clean
 
 install: $(STAMP)
 
@@ -35,12 +35,16 @@ quickstart: install
 test: install
 	$(PY) -m pytest
 
+# Re-run every notebook and store its outputs in it (tests/test_notebooks.py runs them without storing).
+notebooks: install
+	$(PY) notebooks/execute.py
+
 bench: install
 	$(PY) benchmarks/run_all.py --data-root $(DATA_ROOT)
 
 lint: install
-	$(VENV)/bin/ruff check vision_lightning tests benchmarks
-	$(VENV)/bin/ruff format --check vision_lightning tests benchmarks
+	$(VENV)/bin/ruff check vision_lightning tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check vision_lightning tests benchmarks notebooks
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache
