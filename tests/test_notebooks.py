@@ -38,6 +38,7 @@ def test_every_task_has_a_notebook():
         "style_transfer",
         "features",
         "transfer_learning",
+        "detection",
     }
     assert expected <= names, f"missing notebooks: {sorted(expected - names)}"
 
