@@ -306,6 +306,7 @@ BF16_CASES = {
 
 
 @pytest.mark.parametrize("case", list(BF16_CASES))
+@pytest.mark.filterwarnings("error:the weights are not finite")  # the checkpoint callback's: a NaN step
 def test_config_runs_under_bf16_mixed(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     config, extra = BF16_CASES[case]
     _smoke_run(ROOT / "configs" / config, tmp_path, monkeypatch, "bf16-mixed", extra)

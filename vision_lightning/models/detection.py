@@ -26,6 +26,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from vision_lightning.models.factory import _download_error, create_feature_pyramid
+from vision_lightning.models.narrow_conv import guard_narrow_convs
 from vision_lightning.utils.errors import DownloadError, InputError
 from vision_lightning.utils.hparams import from_plain
 from vision_lightning.utils.weights import load_weights
@@ -192,6 +193,8 @@ def _build(
 class DetectorNet(nn.Module):
     """A torchvision detector whose `transform` keeps the data module's sizes and normalisation and
     whose labels are the data's 0..K-1 (shifted inside for detectors with a background class).
+    Its strided convolutions are `guard_narrow_convs`'s: bf16-mixed training on the CPU keeps
+    finite gradients on the 1-pixel-wide top pyramid levels of small images.
 
     `forward(images, targets)`: in training the loss dict; otherwise one dict per image with
     `boxes` (k, 4) xyxy in input pixels, `scores` (k,) and `labels` (k,)."""
@@ -199,7 +202,7 @@ class DetectorNet(nn.Module):
     def __init__(self, net: nn.Module, name: str, num_classes: int, options: DetectorOptions) -> None:
         super().__init__()
         net.transform = BatchOnly()
-        self.net = net
+        self.net = guard_narrow_convs(net)
         self.name = name
         self.num_classes = num_classes
         self.shift = 1 if name in WITH_BACKGROUND else 0
