@@ -36,6 +36,12 @@ class DenseDetector(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         features = list(self.backbone(images).values())
+        if all(side > 1 for feature in features for side in feature.shape[-2:]):
+            # torch.export: maps of 2x2 and more for every size, else a 1x1 map of the example ties
+            # the program to sizes that give 1x1 maps (the export's smallest side becomes known)
+            for feature in features:
+                torch._check(feature.shape[-2] > 1)
+                torch._check(feature.shape[-1] > 1)
         outputs = self.head(features)
         height, width = images.shape[-2], images.shape[-1]
         # the same anchors for every image: one image's worth (A, 4), from the feature maps' sizes
@@ -44,8 +50,8 @@ class DenseDetector(nn.Module):
         if self.centerness:  # FCOS's coder broadcasts the anchors over the batch
             boxes = self.box_coder.decode(regression, anchors)
             scores = torch.sqrt(torch.sigmoid(outputs["cls_logits"]) * torch.sigmoid(outputs["bbox_ctrness"]))
-        else:  # RetinaNet's decodes (A, 4k) codes, k boxes per anchor: here one per image
-            codes = regression.permute(1, 0, 2).flatten(1)
-            boxes = self.box_coder.decode_single(codes, anchors).unflatten(1, (-1, 4)).permute(1, 0, 2)
+        else:  # RetinaNet's coder takes (A, 4) rows: the anchors repeated for each image
+            rows = self.box_coder.decode_single(regression.flatten(0, 1), anchors.repeat(images.shape[0], 1))
+            boxes = rows.view_as(regression)
             scores = torch.sigmoid(outputs["cls_logits"])
         return box_ops.clip_boxes_to_image(boxes, (height, width)), scores
