@@ -293,4 +293,3 @@ def head_parts(model: DetectorNet) -> dict[str, nn.Module]:
         for name, part in parts.items()
         if any(True for _ in part.parameters()) or any(True for _ in part.buffers())
     }
-
