@@ -27,6 +27,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from vision_lightning.models.dense_detector import DenseDetector
 from vision_lightning.models.detection import (
     DetectorName,
     DetectorOptions,
@@ -34,7 +35,6 @@ from vision_lightning.models.detection import (
     detector_options,
     head_parts,
 )
-from vision_lightning.models.dense_detector import DenseDetector
 from vision_lightning.models.factory import backbone_data_config
 from vision_lightning.outputs.boxes import BoxSink
 from vision_lightning.tasks.base import BaseTask
