@@ -270,19 +270,6 @@ def test_feature_extraction_from_a_detection_checkpoint(run):
     torch.testing.assert_close(by_checkpoint(images)["output"], by_weights(images)["output"])
 
 
-def test_export_network_gives_padded_plain_tensors(run):
-    task = load_task(run.checkpoint)
-    task.set_inference_options({"score_threshold": 0.0, "max_detections": 7})
-    network = task.export_network()
-    with torch.no_grad():
-        boxes, scores, labels = network(torch.randn(2, 3, 64, 64))
-        found = task.detect(torch.randn(1, 3, 64, 64))
-    assert boxes.shape == (2, 7, 4) and scores.shape == labels.shape == (2, 7)
-    assert len(found[0]["scores"]) <= 7
-    padded = labels == -1
-    assert (scores[padded] == 0).all() and (boxes[padded] == 0).all()
-
-
 # ---------------------------------------------------------------- mAP against a hand computation
 def _iou(a: list[float], b: list[float]) -> float:
     width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))

@@ -296,25 +296,3 @@ def head_parts(model: DetectorNet) -> dict[str, nn.Module]:
         for name, part in parts.items()
         if any(True for _ in part.parameters()) or any(True for _ in part.buffers())
     }
-
-
-class ExportedDetector(nn.Module):
-    """A detector with plain tensor outputs, for export: normalised images (N, 3, S, S) -> boxes
-    (N, D, 4) xyxy in input pixels, scores (N, D), labels (N, D) (the data's ids), each image's
-    detections first, padded to D = `max_detections` with score 0 and label -1."""
-
-    def __init__(self, detector: DetectorNet, max_detections: int) -> None:
-        super().__init__()
-        self.detector = detector
-        self.max_detections = max_detections
-
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        self.detector.set_mode(False)
-        outputs = self.detector(images)
-        boxes, scores, labels = [], [], []
-        for output in outputs:
-            missing = self.max_detections - output["scores"].shape[0]
-            boxes.append(nn.functional.pad(output["boxes"], (0, 0, 0, missing)))
-            scores.append(nn.functional.pad(output["scores"], (0, missing)))
-            labels.append(nn.functional.pad(output["labels"], (0, missing), value=-1))
-        return torch.stack(boxes), torch.stack(scores), torch.stack(labels)

@@ -27,10 +27,10 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from vision_lightning.models.dense_detector import DenseDetector
 from vision_lightning.models.detection import (
     DetectorName,
     DetectorOptions,
-    ExportedDetector,
     create_detector,
     detector_options,
     head_parts,
@@ -46,6 +46,13 @@ from vision_lightning.utils.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vision_lightning.utils.visualize import GREEN, RED, captioned_grid, draw_boxes, to_uint8_images
 
 MAP_KEYS = ("map", "map_50", "map_75", "mar_100")
+#: detectors whose dense outputs export (`DenseDetector`), and why the others do not
+DENSE_EXPORT = ("fcos", "retinanet")
+DENSE_EXPORT_LIMITS = {
+    "faster_rcnn": "Faster R-CNN is two-stage, and its proposals need non-maximum suppression inside the "
+    "network, which torch.export cannot trace with dynamic sizes",
+    "ssdlite": "exporting SSDlite's dense outputs is not implemented",
+}
 
 
 class DetectionModule(BaseTask):
@@ -169,16 +176,51 @@ class DetectionModule(BaseTask):
             if was_training:
                 self.train(True)
 
-    def export_network(self) -> nn.Module:
-        """The detector for export: normalised images (N, 3, S, S) -> boxes (N, D, 4) in input pixels,
-        scores (N, D), labels (N, D), padded to D = max_detections with score 0 and label -1.
+    #: dense outputs, before NMS (`DenseDetector`)
+    export_outputs = ("boxes", "scores")
 
-        ONNX: torch.onnx.export(..., dynamo=False) (opset 17) works for FCOS, RetinaNet, Faster R-CNN
-        and SSDlite, at a fixed batch size and image size: torchvision's postprocessing loops over the
-        images in Python and its anchors and grids come from the traced size, so another batch or
-        size fails or gives wrong boxes in ONNX Runtime. The dynamo exporter (torch.export) fails on
-        the data-dependent branches of torchvision's NMS."""
-        return ExportedDetector(self.detector, self.inference_options.max_detections).eval()
+    def export_network(self) -> nn.Module:
+        """The one-stage detector without its postprocessing, as YOLO exports by default:
+        normalised images (N, 3, H, W) -> `boxes` (N, A, 4) xyxy in input pixels at every anchor
+        or location, `scores` (N, A, K) per class (`DenseDetector`); batch and image size dynamic.
+        Threshold and NMS (`export_info`) are left to the application: the number of boxes they keep
+        depends on the data, which torch.export cannot follow."""
+        name = self.hparams.detector
+        if name not in DENSE_EXPORT:
+            raise InputError(
+                f"detector {name} cannot be exported: {DENSE_EXPORT_LIMITS[name]}; "
+                f"export a {' or '.join(DENSE_EXPORT)} detector instead"
+            )
+        return DenseDetector(self.detector.net).eval()
+
+    @property
+    def export_info(self) -> dict[str, Any]:
+        """What preprocessing.json says about the dense outputs and the steps left to the application."""
+        options = self.inference_options
+        score = (
+            "sqrt(sigmoid(class logit) * sigmoid(centerness)) (FCOS)"
+            if self.hparams.detector == "fcos"
+            else "sigmoid(class logit)"
+        )
+        return {
+            "outputs": {
+                "boxes": "(N, A, 4) xyxy in input pixels (the letterboxed image_size input), one box per "
+                "anchor or location of every pyramid level, clipped to the input; to the original image: "
+                "(x - pad_x) / sx, (y - pad_y) / sy with the letterbox's scale and padding "
+                "(vision_lightning.utils.boxes.to_original)",
+                "scores": f"(N, A, K) per class, in the order of class_names: {score}",
+            },
+            "nms_included": False,
+            "score_threshold": options.score_threshold,
+            "nms_iou": options.nms_iou,
+            "max_detections": options.max_detections,
+            "postprocessing": (
+                "per image: keep (box, class) pairs with score > score_threshold, then "
+                "torchvision.ops.batched_nms(boxes, scores, classes, nms_iou) and the first max_detections: "
+                "the detections predict gives (torchvision also keeps only the 1000 best of each pyramid "
+                "level before NMS, which matters only when more pass the threshold on one level)"
+            ),
+        }
 
     # ---------------------------------------------------------------- batches
     def _targets(self, batch: dict[str, Any]) -> list[dict[str, Tensor]]:
