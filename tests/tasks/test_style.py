@@ -41,8 +41,9 @@ def test_fit_logs_every_loss_term_and_computes_the_style_once(tmp_path, style_pa
     original = StyleLoss.set_style
     monkeypatch.setattr(StyleLoss, "set_style", lambda self, style: calls.append(1) or original(self, style))
     model = StyleTransferModule(tv_weight=1e-4, **SMALL_NET)
+    # 4 contents: one batch an epoch (each step costs a VGG16 forward and backward)
     trainer = cpu_trainer(max_epochs=2, default_root_dir=tmp_path)
-    trainer.fit(model, small_data(style_path))
+    trainer.fit(model, small_data(style_path, source=SyntheticTextureContent(samples=4)))
     assert len(calls) == 1
     logged = set(trainer.callback_metrics)
     expected = {"val/loss_content_relu4_3", "val/loss_tv"} | {
@@ -55,8 +56,8 @@ def test_fit_logs_every_loss_term_and_computes_the_style_once(tmp_path, style_pa
 
 def test_a_short_last_batch_is_handled(tmp_path, style_path):
     model = StyleTransferModule(**SMALL_NET)
-    data = small_data(style_path, source=SyntheticTextureContent(samples=10), batch_size=3)
-    trainer = cpu_trainer(max_epochs=1, default_root_dir=tmp_path)
+    data = small_data(style_path, source=SyntheticTextureContent(samples=4), batch_size=3)  # val: 3 + 1
+    trainer = cpu_trainer(max_epochs=1, default_root_dir=tmp_path, num_sanity_val_steps=0)
     trainer.fit(model, data)
     sizes = [len(batch["image"]) for batch in data.val_dataloader()]
     assert sizes[-1] < sizes[0]  # validation ran through a short last batch
@@ -67,10 +68,13 @@ def test_training_lowers_the_loss(tmp_path, style_path):
     torch.manual_seed(0)
     model = StyleTransferModule(optimizer=optimizer(lr=3e-3), **SMALL_NET)
     data = small_data(style_path, source=SyntheticTextureContent(samples=8))
-    trainer = cpu_trainer(max_epochs=6, default_root_dir=tmp_path)
-    before = trainer.validate(model, data, verbose=False)[0]["val/loss"]
-    trainer.fit(model, data)
-    after = trainer.validate(model, data, verbose=False)[0]["val/loss"]
+    check = cpu_trainer(default_root_dir=tmp_path)
+    before = check.validate(model, data, verbose=False)[0]["val/loss"]
+    # no validation inside the fit: each pass costs a VGG, and only `before` and `after` are compared
+    cpu_trainer(max_epochs=6, default_root_dir=tmp_path, limit_val_batches=0, num_sanity_val_steps=0).fit(
+        model, data
+    )
+    after = check.validate(model, data, verbose=False)[0]["val/loss"]
     assert after < before
 
 
